@@ -1,0 +1,166 @@
+"""Command line: parse arguments, call one pipeline function, print its report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from digest.errors import DigestError
+
+
+def _when(text: str) -> datetime:
+    from digest.models import parse_iso
+
+    try:
+        return parse_iso(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from e
+
+
+def _csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digest", description=__doc__)
+    p.add_argument("--config", type=Path, default=Path("config.toml"), help="config file (default ./config.toml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("init", help="write the commented default config.toml")
+    sub.add_parser("check", help="validate config.toml and print the effective settings")
+
+    s = sub.add_parser("ingest", help="ingest story files and directories into the store")
+    s.add_argument("paths", nargs="*", type=Path, help="files or directories (default: [ingest] paths)")
+    s.add_argument("--as-of", type=_when, help="resolve relative ages ('9h ago') against this time")
+
+    s = sub.add_parser("rank", help="stored stories in rank order with their score parts")
+    s.add_argument("--lang")
+    s.add_argument("--tag")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--now", type=_when, help=argparse.SUPPRESS)
+
+    s = sub.add_parser("publish", help="write feeds, story pages, index.html and feeds.opml")
+    s.add_argument("--now", type=_when, help=argparse.SUPPRESS)
+
+    s = sub.add_parser("subscribers", help="manage subscribers")
+    ss = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ss.add_parser("add", help="add an active subscriber")
+    a.add_argument("email")
+    a.add_argument("--lang", type=_csv, default=None)
+    a.add_argument("--tags", type=_csv, default=None)
+    a.add_argument("--tz", default=None)
+    a = ss.add_parser("list", help="list subscribers")
+    a.add_argument("--json", action="store_true")
+    a = ss.add_parser("remove", help="remove a subscriber")
+    a.add_argument("email")
+    a = ss.add_parser("import", help="import a CSV: email,languages,tags,timezone")
+    a.add_argument("file", type=Path)
+
+    s = sub.add_parser("preview", help="render a digest to a file to look at")
+    s.add_argument("--digest")
+    s.add_argument("--email")
+    s.add_argument("--lang", type=_csv)
+    s.add_argument("--out", type=Path)
+    s.add_argument("--now", type=_when, help=argparse.SUPPRESS)
+
+    s = sub.add_parser("send", help="send the due edition to every active subscriber now")
+    s.add_argument("--digest")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--now", type=_when, help=argparse.SUPPRESS)
+
+    s = sub.add_parser("schedule", help="list scheduled jobs and their next run times")
+    s.add_argument("--now", type=_when, help=argparse.SUPPRESS)
+    sub.add_parser("serve", help="serve the published files and subscription pages")
+    s = sub.add_parser("run", help="run the scheduler and web server (the daemon)")
+    s.add_argument("--once", action="store_true", help="ingest, publish, send what is due, exit")
+    return p
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from digest import config as cfgmod
+
+    if args.command == "init":
+        if args.config.exists():
+            raise DigestError(f"{args.config} already exists; not overwriting it",
+                              "edit it, or move it away and run `digest init` again")
+        args.config.write_text(cfgmod.default_config_text(), encoding="utf-8")
+        _out(f"wrote {args.config}")
+        return 0
+
+    config = cfgmod.load_config(args.config)
+    from digest import pipeline
+
+    if args.command == "check":
+        print(json.dumps(config.redacted(), indent=2, ensure_ascii=False, default=str))
+        _out(f"{args.config}: OK")
+        return 0
+    if args.command == "ingest":
+        report = pipeline.ingest_paths(config, args.paths or None, as_of=args.as_of, echo=_out)
+        return 1 if report.rejected else 0
+    if args.command == "rank":
+        now = args.now or datetime.now(UTC)
+        ranked = pipeline.rank_stories(config, now, lang=args.lang, tag=args.tag, limit=args.limit)
+        if args.json:
+            print(json.dumps([r.as_json() for r in ranked], ensure_ascii=False, indent=2))
+        else:
+            for line in pipeline.format_ranked(ranked):
+                _out(line)
+        return 0
+    if args.command == "publish":
+        report = pipeline.publish(config, now=args.now)
+        _out(report.summary())
+        return 0
+    if args.command == "subscribers":
+        return pipeline.subscribers_command(config, args, echo=_out)
+    if args.command == "preview":
+        path = pipeline.preview(config, name=args.digest, email=args.email, langs=args.lang,
+                                out=args.out, now=args.now)
+        _out(f"wrote {path}")
+        return 0
+    if args.command == "send":
+        report = pipeline.send_digest(config, name=args.digest, now=args.now, dry_run=args.dry_run)
+        for line in report.lines():
+            _out(line)
+        return 1 if report.failed else 0
+    if args.command == "schedule":
+        from digest import scheduler
+
+        for line in scheduler.describe(config, now=args.now or datetime.now(UTC)):
+            _out(line)
+        return 0
+    if args.command == "serve":
+        from digest import web
+
+        web.serve(config)
+        return 0
+    if args.command == "run":
+        from digest import scheduler
+
+        return scheduler.run(args.config, once=args.once)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except DigestError as e:
+        print(f"digest: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"  hint: {e.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Plain data: Story, Subscriber and their JSON forms; no I/O, no third-party imports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# BCP 47 codes a story may carry; the `zh` feed takes both Chinese scripts.
+LANGUAGES = ("en", "zh-Hans", "zh-Hant")
+FEED_LANGUAGES = ("en", "zh")
+SCORE_KEYS = ("hot", "quality", "impact")
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
+
+
+def feed_language(code: str) -> str:
+    """Map a story language (`zh-Hant`) to the feed it belongs to (`zh`)."""
+    return "zh" if code.startswith("zh") else code
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 UTC with a `Z`, second precision: the one spelling used everywhere."""
+    return dt.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse ISO 8601; naive values are taken as UTC. Raises ValueError."""
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+@dataclass
+class FAQ:
+    q: str
+    a: str
+
+
+@dataclass
+class Block:
+    """A piece of body text: `h` a heading, `p` a paragraph, `li` a list item."""
+
+    kind: str
+    text: str
+
+
+@dataclass
+class Story:
+    """One curated story. Every per-language dict is keyed by a code in `languages`."""
+
+    id: str
+    languages: list[str]
+    title: dict[str, str]
+    published: datetime
+    updated: datetime
+    summary: dict[str, str] = field(default_factory=dict)
+    tldr: dict[str, list[str]] = field(default_factory=dict)
+    tldr_excerpt: list[str] = field(default_factory=list)  # languages whose TL;DR was derived
+    scores: dict[str, int] | None = None  # {"hot", "quality", "impact"} 0-100, or None
+    tags: list[str] = field(default_factory=list)
+    key_data: dict[str, list[list[str]]] = field(default_factory=dict)  # rows; row 0 = header
+    analysis: dict[str, list[str]] = field(default_factory=dict)
+    insights: dict[str, list[str]] = field(default_factory=dict)
+    faq: dict[str, list[FAQ]] = field(default_factory=dict)
+    body: dict[str, list[Block]] = field(default_factory=dict)  # plain-article text
+    source: str | None = None  # attribution, e.g. "新智元"
+    origin: str = ""  # the file it came from (not part of identity or content hash)
+
+    # --- JSON forms -------------------------------------------------------------------
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The `digest rank --json` object: exactly the keys other tools rely on."""
+        return {
+            "id": self.id,
+            "title": dict(self.title),
+            "tldr": {k: list(v) for k, v in self.tldr.items()},
+            "tldr_excerpt": list(self.tldr_excerpt),
+            "languages": list(self.languages),
+            "tags": list(self.tags),
+            "scores": dict(self.scores) if self.scores is not None else None,
+            "published": iso(self.published),
+            "updated": iso(self.updated),
+            "source": self.source,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Full JSON form: the summary keys plus the body sections (a structured story file)."""
+        d = self.summary_dict()
+        d.update(
+            summary=dict(self.summary),
+            key_data={k: [list(r) for r in v] for k, v in self.key_data.items()},
+            analysis={k: list(v) for k, v in self.analysis.items()},
+            insights={k: list(v) for k, v in self.insights.items()},
+            faq={k: [asdict(f) for f in v] for k, v in self.faq.items()},
+            body={k: [asdict(b) for b in v] for k, v in self.body.items()},
+            origin=self.origin,
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Story:
+        """Inverse of `to_dict` (tolerates the summary-only form). Raises KeyError/ValueError."""
+        return cls(
+            id=str(d["id"]),
+            languages=list(d["languages"]),
+            title=dict(d["title"]),
+            published=parse_iso(d["published"]),
+            updated=parse_iso(d.get("updated") or d["published"]),
+            summary=dict(d.get("summary") or {}),
+            tldr={k: list(v) for k, v in (d.get("tldr") or {}).items()},
+            tldr_excerpt=list(d.get("tldr_excerpt") or []),
+            scores=dict(d["scores"]) if d.get("scores") is not None else None,
+            tags=list(d.get("tags") or []),
+            key_data={k: [list(r) for r in v] for k, v in (d.get("key_data") or {}).items()},
+            analysis={k: list(v) for k, v in (d.get("analysis") or {}).items()},
+            insights={k: list(v) for k, v in (d.get("insights") or {}).items()},
+            faq={k: [FAQ(**f) for f in v] for k, v in (d.get("faq") or {}).items()},
+            body={k: [Block(**b) for b in v] for k, v in (d.get("body") or {}).items()},
+            source=d.get("source"),
+            origin=d.get("origin", ""),
+        )
+
+    def content_hash(self) -> str:
+        """Hash of everything a reader sees; `origin` and `updated` excluded so re-ingest
+        of identical text (with ages resolved at a different --as-of) reports `unchanged`."""
+        d = self.to_dict()
+        d.pop("origin", None)
+        d.pop("updated", None)
+        blob = json.dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def first_language(self) -> str:
+        return self.languages[0]
+
+    def text_in(self, lang: str) -> str | None:
+        """The story's language code serving feed language `lang` (`zh` → `zh-Hant`), if any."""
+        for code in self.languages:
+            if code == lang or feed_language(code) == lang:
+                return code
+        return None
+
+
+@dataclass
+class Subscriber:
+    email: str
+    languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # feed languages
+    tags: list[str] = field(default_factory=list)  # empty = all
+    timezone: str = "UTC"
+    status: str = "pending"
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    confirmed: datetime | None = None
+    secret: str = ""  # per-subscriber key material for signed links
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "languages": list(self.languages),
+            "tags": list(self.tags),
+            "timezone": self.timezone,
+            "status": self.status,
+            "created": iso(self.created),
+            "confirmed": iso(self.confirmed) if self.confirmed else None,
+            "secret": self.secret,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Subscriber:
+        return cls(
+            email=d["email"],
+            languages=list(d.get("languages") or ["en", "zh"]),
+            tags=list(d.get("tags") or []),
+            timezone=d.get("timezone") or "UTC",
+            status=d.get("status") or "pending",
+            created=parse_iso(d["created"]) if d.get("created") else datetime.now(UTC),
+            confirmed=parse_iso(d["confirmed"]) if d.get("confirmed") else None,
+            secret=d.get("secret") or "",
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """`subscribers list --json`: everything but the secret."""
+        d = self.to_dict()
+        d.pop("secret")
+        return d
