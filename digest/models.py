@@ -124,11 +124,12 @@ class Story:
         )
 
     def content_hash(self) -> str:
-        """Hash of everything a reader sees; `origin` and `updated` excluded so re-ingest
-        of identical text (with ages resolved at a different --as-of) reports `unchanged`."""
+        """Hash of the story's text, scores and tags. Times are left out: they come from
+        relative ages ('9h ago') resolved against --as-of, so re-ingesting identical text at
+        another time must report `unchanged`; `origin` is where it came from, not content."""
         d = self.to_dict()
-        d.pop("origin", None)
-        d.pop("updated", None)
+        for k in ("origin", "published", "updated"):
+            d.pop(k, None)
         blob = json.dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
