@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from email.utils import parseaddr
+from importlib import resources
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+from digest import due
 from digest.errors import ConfigError
 
 
@@ -57,6 +68,10 @@ class SmtpConfig:
     rate_limit: float = 0.0  # messages per second, 0 = unlimited
     retries: int = 4
 
+    def password(self) -> str:
+        """The SMTP password, read from the environment variable named by password_env."""
+        return os.environ.get(self.password_env, "")
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -70,6 +85,11 @@ class ScheduleConfig:
     ingest: str = "*/15 * * * *"
     publish: str = "*/15 * * * *"
     grace_hours: float = 6.0
+
+    @property
+    def grace(self) -> timedelta:
+        """How late a missed digest may still be sent (the anacron window)."""
+        return timedelta(hours=self.grace_hours)
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,274 @@ class Config:
         names = ", ".join(d.name for d in self.digests)
         raise ConfigError(f"no digest named {name!r}", f"config.toml defines: {names}")
 
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as JSON-able data, secrets replaced (for `digest check`)."""
+        out: dict[str, Any] = {"path": str(self.path)}
+        for f in dataclasses.fields(self):
+            if f.name == "path":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "digests":
+                out["digests"] = [_plain(dataclasses.asdict(d)) for d in value]
+            elif f.name == "tags":
+                out["tags"] = dict(value)
+            else:
+                out[f.name] = _plain(dataclasses.asdict(value))
+        # Only whether a secret is set is shown, never its value.
+        out["smtp"]["password"] = "<set, redacted>" if self.smtp.password() else "<unset>"
+        out["web"]["secret"] = "<set, redacted>" if os.environ.get(self.web.secret_env) else "<unset>"
+        out["smtp"]["username"] = "<redacted>" if self.smtp.username else ""
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- settings as data ------------------------------------------------------------------
+# One row per key: its kind (drives type checks and conversion), an optional extra check
+# and the help text. Defaults live in the dataclasses above; tests/test_config_docs.py
+# checks that every row matches a dataclass field and is documented in config.toml.
+
+Check = Callable[[Any], str | None]  # returns a problem sentence, or None when fine
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    kind: str  # str | int | float | path | paths | cron | url | enum | env | email | subject
+    help: str
+    choices: tuple[str, ...] = ()
+    check: Check | None = None
+
+
+def _at_least(n: float) -> Check:
+    return lambda v: None if v >= n else f"must be at least {n}, got {v}"
+
+
+def _between(a: float, b: float) -> Check:
+    return lambda v: None if a <= v <= b else f"must be between {a} and {b}, got {v}"
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("site", "base_url", "url", "absolute http(s) URL the site and feeds are served under"),
+    Setting("site", "title", "str", "site and feed title", check=_nonempty),
+    Setting("site", "description", "str", "site and feed description"),
+    Setting("site", "author", "str", "feed author name"),
+    Setting("store", "path", "path", "directory holding the store (stories, subscribers, journal)"),
+    Setting("ingest", "paths", "paths", "files or directories `digest ingest` reads by default"),
+    Setting("feeds", "output", "path", "directory the published site and feeds are written to"),
+    Setting("feeds", "items", "int", "stories per feed", check=_at_least(1)),
+    Setting("rank", "hot", "float", "weight of the hot score", check=_at_least(0)),
+    Setting("rank", "quality", "float", "weight of the quality score", check=_at_least(0)),
+    Setting("rank", "impact", "float", "weight of the impact score", check=_at_least(0)),
+    Setting("rank", "half_life_hours", "float", "recency half-life in hours", check=_at_least(0.01)),
+    Setting("rank", "default_score", "float", "score for stories without scores", check=_between(0, 100)),
+    Setting("smtp", "transport", "enum", "how mail leaves: smtp or maildir", ("smtp", "maildir")),
+    Setting("smtp", "maildir", "path", "Maildir directory for transport = maildir"),
+    Setting("smtp", "host", "str", "SMTP server host", check=_nonempty),
+    Setting("smtp", "port", "int", "SMTP server port", check=_between(1, 65535)),
+    Setting("smtp", "security", "enum", "none, starttls or tls", ("none", "starttls", "tls")),
+    Setting("smtp", "username", "str", "SMTP login; empty = no login"),
+    Setting("smtp", "password_env", "env", "environment variable holding the SMTP password"),
+    Setting("smtp", "sender", "email", "From: header, e.g. 'AI News <digest@example.org>'"),
+    Setting("smtp", "timeout", "float", "seconds per SMTP command", check=_at_least(0.1)),
+    Setting("smtp", "pool_size", "int", "parallel SMTP connections", check=_between(1, 64)),
+    Setting("smtp", "rate_limit", "float", "messages per second, 0 = unlimited", check=_at_least(0)),
+    Setting("smtp", "retries", "int", "retries for a temporary failure", check=_between(0, 20)),
+    Setting("web", "host", "str", "address `digest serve`/`run` listen on", check=_nonempty),
+    Setting("web", "port", "int", "port to listen on (0 = any free port)", check=_between(0, 65535)),
+    Setting("web", "secret_env", "env", "environment variable holding the link-signing secret"),
+    Setting("schedule", "ingest", "cron", "when the daemon ingests [ingest] paths (UTC)"),
+    Setting("schedule", "publish", "cron", "when the daemon publishes feeds and pages (UTC)"),
+    Setting("schedule", "grace_hours", "float", "how late a missed digest is still sent",
+            check=_at_least(0)),
+    Setting("digests", "name", "str", "digest name (letters, digits, - and _)",
+            check=lambda v: None if _NAME_RE.match(v) else f"{v!r} must be letters, digits, - or _"),
+    Setting("digests", "cron", "cron", "when it is sent, in each subscriber's time zone"),
+    Setting("digests", "max_stories", "int", "stories per edition", check=_between(1, 100)),
+    Setting("digests", "subject", "subject", "Subject: line; {date} is the edition date"),
+)
+# `[tags]` is free-form: tag → ASCII slug used in feed paths.
+FREE_SECTIONS = {"tags": "tag → ASCII slug alias used in feed and page paths"}
+ARRAY_SECTIONS = {"digests"}
+
+_SECTION_CLASSES = {
+    "site": SiteConfig, "store": StoreConfig, "ingest": IngestConfig, "feeds": FeedsConfig,
+    "rank": RankConfig, "smtp": SmtpConfig, "web": WebConfig, "schedule": ScheduleConfig,
+    "digests": DigestConfig,
+}
+_BY_SECTION: dict[str, dict[str, Setting]] = {}
+for _s in SETTINGS:
+    _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
+
+
+def default_config_text() -> str:
+    """The commented default config.toml shipped inside the package."""
+    return resources.files("digest").joinpath("default_config.toml").read_text(encoding="utf-8")
+
+
+# --- locating keys in the source (tomllib keeps no line numbers) -------------------------
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_RE = re.compile(r"""^\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*[=.]""")
+
+
+class _Locator:
+    """Finds the line of `[section].key` (or the Nth `[[section]]`) in the source text."""
+
+    def __init__(self, text: str) -> None:
+        self.headers: dict[tuple[str, int], int] = {}
+        self.keys: dict[tuple[str, int, str], int] = {}
+        section, index, counts = "", 0, {}
+        for no, line in enumerate(text.splitlines(), start=1):
+            m = _HEADER_RE.match(line)
+            if m:
+                section = m.group(2).strip().strip('"')
+                if m.group(1) == "[[":
+                    index = counts[section] = counts.get(section, 0) + 1
+                else:
+                    index = 0
+                self.headers.setdefault((section, index), no)
+                continue
+            k = _KEY_RE.match(line)
+            if k:
+                key = next(g for g in k.groups() if g is not None)
+                self.keys.setdefault((section, index, key), no)
+                # `smtp.host = ...` at top level (dotted key) also names a section
+                if not section and line.strip().startswith(f"{key}."):
+                    self.headers.setdefault((key, 0), no)
+
+    def line(self, section: str, index: int = 0, key: str | None = None) -> int:
+        if key is not None and (section, index, key) in self.keys:
+            return self.keys[(section, index, key)]
+        if (section, index) in self.headers:
+            return self.headers[(section, index)]
+        if ("", 0, section) in self.keys:  # `site = {...}` inline table at top level
+            return self.keys[("", 0, section)]
+        return 1
+
+
+# --- validation ------------------------------------------------------------------------
+
+_KIND_NAMES = {
+    "str": "a string", "int": "an integer", "float": "a number", "path": "a path string",
+    "paths": "a list of path strings", "cron": "a cron string", "url": "a URL string",
+    "enum": "a string", "env": "an environment variable name", "email": "a string",
+    "subject": "a string",
+}
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
+    """Check one value against its setting; return (converted value, problem or None)."""
+    bad = (v, f"expected {_KIND_NAMES[s.kind]}, got {_type_name(v)} {v!r}")
+    if s.kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            return bad
+    elif s.kind == "float":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return bad
+        v = float(v)
+    elif s.kind == "paths":
+        if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
+            return bad
+    elif not isinstance(v, str):
+        return bad
+    problem: str | None = None
+    if s.kind == "path" and not v.strip():
+        problem = "must not be empty"
+    elif s.kind == "enum" and v not in s.choices:
+        problem = f"{v!r} is not one of {', '.join(s.choices)}"
+    elif s.kind == "cron":
+        problem = due.validate_cron(v)
+        if problem:
+            problem = f"bad cron expression: {problem}"
+    elif s.kind == "url":
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.netloc or any(c in v for c in " \r\n\t"):
+            problem = f"{v!r} is not an absolute http(s) URL"
+        elif u.query or u.fragment:
+            problem = f"{v!r} must not have a query or fragment"
+        elif not v.endswith("/"):
+            v += "/"  # feeds and pages are joined onto it: a missing slash would drop a path part
+    elif s.kind == "env" and not _ENV_RE.match(v):
+        problem = f"{v!r} is not an environment variable name"
+    elif s.kind == "email":
+        _name, addr = parseaddr(v)
+        if "@" not in addr or any(c in v for c in "\r\n"):
+            problem = f"{v!r} is not an address like 'Name <user@example.org>'"
+    elif s.kind == "subject":
+        if any(c in v for c in "\r\n"):
+            problem = "must be one line"
+        else:
+            try:
+                v.format(date="2000-01-01")
+            except (KeyError, IndexError, ValueError) as e:
+                problem = f"bad placeholder ({e}); only {{date}} is available"
+    if problem is None and s.check is not None:
+        problem = s.check(v)
+    return v, problem
+
+
+def _hint(s: Setting) -> str:
+    extra = {
+        "cron": ' — a cron expression, 5 fields: minute hour day-of-month month day-of-week, e.g. "0 7 * * 1-5"',
+        "enum": f" — one of: {', '.join(s.choices)}",
+        "url": ' — e.g. "https://news.example.org/"',
+    }.get(s.kind, "")
+    return f"{s.key}: {s.help}{extra}"
+
+
+class _Validator:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.loc = _Locator(text)
+
+    def fail(self, section: str, index: int, key: str | None, problem: str, hint: str) -> ConfigError:
+        where = f"[{section}.{index}]" if index else f"[{section}]"
+        name = f"{where}.{key}" if key is not None else where
+        line = self.loc.line(section, index, key)
+        return ConfigError(f"{self.path}:{line}: {name}: {problem}", hint)
+
+    def table(self, section: str, index: int, data: Any) -> dict[str, Any]:
+        settings = _BY_SECTION[section]
+        if not isinstance(data, dict):
+            raise self.fail(section, index, None, f"expected a table, got {_type_name(data)}",
+                            f"write it as a [{section}] table")
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            s = settings.get(key)
+            if s is None:
+                close = difflib.get_close_matches(key, settings, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise self.fail(section, index, key, "unknown key",
+                                f"{hint}known keys: {', '.join(settings)}")
+            conv, problem = _convert(s, value)
+            if problem:
+                raise self.fail(section, index, key, problem, _hint(s))
+            out[key] = conv
+        return out
+
 
 def _resolve(root: Path, p: str | Path) -> Path:
     p = Path(p).expanduser()
@@ -120,24 +408,81 @@ def load_config(path: Path) -> Config:
     if not path.exists():
         raise ConfigError(f"{path} not found", 'run "digest init" to write the commented default')
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}", "check the file's permissions and encoding") from e
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate config text (pure apart from reading secrets' presence from the environment)."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}", "fix the TOML syntax at that line") from e
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        line = m.group(1) if m else "1"
+        reason = re.sub(r"\s*\(at line.*\)$", "", str(e))
+        raise ConfigError(f"{path}:{line}: TOML syntax: {reason}", "fix the TOML syntax at that line") from e
+    v = _Validator(path, text)
+    known = set(_SECTION_CLASSES) | set(FREE_SECTIONS)
+    for section in data:
+        if section not in known:
+            close = difflib.get_close_matches(section, known, n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise v.fail(section, 0, None, "unknown section",
+                         f"{hint}known sections: {', '.join(sorted(known))}")
     root = path.resolve().parent
-    t = data.get
-    site = SiteConfig(**t("site", {}))
-    store = StoreConfig(path=_resolve(root, t("store", {}).get("path", "store")))
-    ing = t("ingest", {})
-    ingest = IngestConfig(paths=tuple(_resolve(root, p) for p in ing.get("paths", ["seeds"])))
-    fd = dict(t("feeds", {}))
-    feeds = FeedsConfig(output=_resolve(root, fd.pop("output", "public")), **fd)
-    rank = RankConfig(**t("rank", {}))
-    sm = dict(t("smtp", {}))
-    smtp = SmtpConfig(maildir=_resolve(root, sm.pop("maildir", "maildir")), **sm)
-    web = WebConfig(**t("web", {}))
-    schedule = ScheduleConfig(**t("schedule", {}))
-    digests = tuple(DigestConfig(**d) for d in t("digests", [{}]))
+    sec: dict[str, dict[str, Any]] = {}
+    for section in _SECTION_CLASSES:
+        if section not in ARRAY_SECTIONS:
+            sec[section] = v.table(section, 0, data.get(section, {}))
+
+    def paths_of(section: str, key: str, default: Any) -> Any:
+        return sec[section].pop(key, default)
+
+    store = StoreConfig(path=_resolve(root, paths_of("store", "path", "store")))
+    ingest = IngestConfig(paths=tuple(_resolve(root, p) for p in paths_of("ingest", "paths", ["seeds"])))
+    feeds = FeedsConfig(output=_resolve(root, paths_of("feeds", "output", "public")), **sec["feeds"])
+    smtp = SmtpConfig(maildir=_resolve(root, paths_of("smtp", "maildir", "maildir")), **sec["smtp"])
+    _check_secrets(v, smtp, data.get("smtp", {}))
+
+    tags = data.get("tags", {})
+    if not isinstance(tags, dict):
+        raise v.fail("tags", 0, None, f"expected a table, got {_type_name(tags)}",
+                     'write it as [tags] with lines like "安全" = "security"')
+    for tag, slug in tags.items():
+        if not isinstance(slug, str) or not _SLUG_RE.match(slug):
+            raise v.fail("tags", 0, tag, f"{slug!r} is not an ASCII slug",
+                         "use lowercase ASCII letters, digits and single hyphens, e.g. \"security\"")
+
+    raw_digests = data.get("digests")
+    if raw_digests is None:
+        digests: tuple[DigestConfig, ...] = (DigestConfig(),)
+    else:
+        if not isinstance(raw_digests, list) or not raw_digests:
+            raise v.fail("digests", 0, None, "expected one or more [[digests]] tables",
+                         "write each digest as a [[digests]] table with name, cron, max_stories, subject")
+        items, seen = [], set()
+        for i, raw in enumerate(raw_digests, start=1):
+            d = DigestConfig(**v.table("digests", i, raw))
+            if d.name in seen:
+                raise v.fail("digests", i, "name", f"duplicate digest name {d.name!r}",
+                             "give every [[digests]] table its own name")
+            seen.add(d.name)
+            items.append(d)
+        digests = tuple(items)
+
     return Config(
-        path=path, site=site, store=store, ingest=ingest, feeds=feeds, rank=rank,
-        tags=dict(t("tags", {})), smtp=smtp, web=web, schedule=schedule, digests=digests,
+        path=path, site=SiteConfig(**sec["site"]), store=store, ingest=ingest, feeds=feeds,
+        rank=RankConfig(**sec["rank"]), tags=dict(tags), smtp=smtp, web=WebConfig(**sec["web"]),
+        schedule=ScheduleConfig(**sec["schedule"]), digests=digests,
     )
+
+
+def _check_secrets(v: _Validator, smtp: SmtpConfig, raw: dict[str, Any]) -> None:
+    """A login without its password fails now, not at the first send hours later."""
+    if smtp.transport == "smtp" and smtp.username and not smtp.password():
+        key = "password_env" if "password_env" in raw else "username"
+        raise v.fail("smtp", 0, key,
+                     f"environment variable {smtp.password_env} is not set (needed for username)",
+                     f"export {smtp.password_env}=... before starting digest, or clear [smtp].username")

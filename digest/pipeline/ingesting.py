@@ -1,0 +1,209 @@
+"""The ingest command: read story files, parse them, store the good, quarantine the bad."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from digest.config import Config
+from digest.errors import ParseError
+from digest.ingest import MAX_BYTES, Parsed, decode_story_bytes, parse_file
+from digest.store import Store
+
+STORY_SUFFIXES = (".txt", ".json", ".md")
+PROGRESS_MIN_FILES = 20  # below this a bar only flickers
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did; `rejected` holds one `FILE:LINE: reason` per bad file."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # quarantined and unchanged since
+    files: int = 0
+
+    def summary(self) -> str:
+        n = len(self.added) + len(self.updated) + len(self.unchanged)
+        line = (f"{n} {'story' if n == 1 else 'stories'} from {self.files} "
+                f"{'file' if self.files == 1 else 'files'}: {len(self.added)} added, "
+                f"{len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+                f"{len(self.rejected)} rejected")
+        if self.skipped:
+            line += f", {len(self.skipped)} skipped (quarantined)"
+        return line
+
+
+def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Expand files and directories (their *.txt, *.json, *.md, sorted, not recursive).
+
+    Returns the files, deduplicated, and a message for each path that does not exist."""
+    files: list[Path] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            try:
+                found = sorted(c for c in p.iterdir() if c.suffix.lower() in STORY_SUFFIXES
+                               and not c.name.startswith("."))
+            except OSError as e:
+                missing.append(f"{p}: cannot list the directory ({e.strerror})")
+                continue
+        elif p.exists():
+            found = [p]
+        else:
+            missing.append(f"{p}: no such file or directory")
+            continue
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    return files, missing
+
+
+class _Progress:
+    """A one-line bar on stderr, only on a terminal and only for long runs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.on = total >= PROGRESS_MIN_FILES and sys.stderr.isatty()
+
+    def step(self, done: int) -> None:
+        if self.on:
+            width = 30
+            fill = width * done // self.total
+            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 50 + "\r")
+            sys.stderr.flush()
+
+
+def _reject(report: IngestReport, progress: _Progress, message: str, hint: str = "") -> None:
+    progress.clear()
+    report.rejected.append(message)
+    print(message, file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+
+
+def _read(path: Path, shown: str) -> tuple[bytes | None, str, ParseError | None]:
+    """(bytes, fingerprint, error). Oversized files are fingerprinted by size and mtime
+    rather than read: hashing a stray multi-GB file would stall every run."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return None, "", ParseError(shown, 1, f"cannot read: {e.strerror}", "check the path")
+    if not stat.S_ISREG(st.st_mode):
+        return None, "", ParseError(shown, 1, "not a regular file", "give story files or directories")
+    if st.st_size > MAX_BYTES:
+        fp = f"stat:{st.st_size}:{st.st_mtime_ns}"
+        return None, fp, ParseError(shown, 1, f"file is {st.st_size} bytes, over the "
+                                    f"{MAX_BYTES}-byte bound",
+                                    "a story file is a few KB; split it or check it is the right file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, "", ParseError(shown, 1, f"cannot read: {e.strerror}", "check its permissions")
+    return data, hashlib.sha256(data).hexdigest(), None
+
+
+def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: datetime | None = None,
+                 echo: Callable[[str], None] = print) -> IngestReport:
+    """Ingest files and directories (default `[ingest] paths`) into the store.
+
+    Parsing happens before the store lock is taken; then every upsert and quarantine change
+    is written in ONE transaction. Times: `as_of` (default: each file's mtime) resolves
+    relative ages. A story already stored keeps its stored `published` when the new one is
+    derived (ages, or an article's as_of): re-reading the same card later must not move it,
+    while a time the file states exactly (JSON `published`, a dated header) wins."""
+    report = IngestReport()
+    files, missing = story_files(list(paths) if paths else list(config.ingest.paths))
+    report.files = len(files)
+    progress = _Progress(len(files))
+    for msg in missing:
+        _reject(report, progress, msg, "check the path, or [ingest] paths in config.toml")
+    store = Store(config.store.path)
+
+    good: list[Parsed] = []
+    owner: dict[str, str] = {}  # story id → file that defined it in this run
+    quarantine: list[tuple[str, str, str]] = []  # (key, fingerprint, reason)
+    release: list[str] = []
+    for i, path in enumerate(files, 1):
+        progress.step(i)
+        shown, key = str(path), str(path.resolve())
+        data, fp, err = _read(path, shown)
+        old = store.quarantine_get(key) if fp else None
+        if old is not None and old.get("fingerprint") == fp:
+            progress.clear()
+            report.skipped.append(shown)
+            echo(f"{shown}: skipped (quarantined: {old.get('reason', '')}; "
+                 "edit the file to retry)")
+            continue
+        try:
+            if err is not None:
+                raise err
+            assert data is not None
+            when = as_of or datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            parsed = parse_file(decode_story_bytes(data, shown), shown, when)
+        except ParseError as e:
+            _reject(report, progress, str(e.message), e.hint)
+            if fp:
+                quarantine.append((key, fp, f"line {e.line}: {e.reason}"))
+            continue
+        except (RecursionError, ValueError, KeyError, TypeError, IndexError) as e:
+            # A parser bug must not sink the whole run; not quarantined, so a fixed parser
+            # picks the file up again without anyone touching it.
+            _reject(report, progress, f"{shown}:1: could not parse ({type(e).__name__}: {e})",
+                    "this is a digest bug; please report it with the file")
+            continue
+        dup = next((p.story.id for p in parsed if p.story.id in owner), None)
+        if dup is not None:
+            _reject(report, progress, f"{shown}:1: story id {dup} is also in {owner[dup]}",
+                    "two files describe one story: remove or rename one of them")
+            continue
+        for p in parsed:
+            owner[p.story.id] = shown
+        good.extend(parsed)
+        if old is not None:
+            release.append(key)
+    progress.clear()
+
+    with store.transaction():
+        for p in good:
+            _keep_published(store, p)
+        results = store.upsert_stories([p.story for p in good])
+        for key, fp, reason in quarantine:
+            store.quarantine_put(key, fp, reason)
+        for key in release:
+            store.quarantine_clear(key)
+    titles = {p.story.id: p.story.title[p.story.languages[0]] for p in good}
+    for sid, status in results:
+        getattr(report, status).append(sid)
+        title = titles[sid]
+        echo(f"{status} {sid}  {title[:100] + '…' if len(title) > 100 else title}")
+    echo(report.summary())
+    return report
+
+
+def _keep_published(store: Store, p: Parsed) -> None:
+    """For a changed, already stored story with derived times, keep the stored `published`."""
+    s = p.story
+    stored_hash = store.story_hash(s.id)
+    if stored_hash is None or stored_hash == s.content_hash() or p.exact_times:
+        return
+    old = store.get_story(s.id)
+    if old is not None:
+        s.published = old.published
+        s.updated = max(s.updated, s.published)

@@ -1,0 +1,62 @@
+"""Story ranking: weighted Hot/Quality/Impact × recency decay; pure, `now` passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from digest.config import RankConfig
+from digest.models import SCORE_KEYS, Story
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A story with its score and the parts it was computed from (`base`, `decay`, `age_hours`)."""
+
+    story: Story
+    score: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The `digest rank --json` object: `Story.summary_dict()` plus `score`."""
+        d = self.story.summary_dict()
+        d["score"] = round(self.score, 4)
+        return d
+
+
+def base_score(story: Story, cfg: RankConfig) -> float:
+    """Weighted mean of hot/quality/impact, or `default_score` for an unscored story."""
+    if not story.scores:
+        return float(cfg.default_score)
+    weights = {"hot": cfg.hot, "quality": cfg.quality, "impact": cfg.impact}
+    total = sum(weights.values())
+    if total <= 0:
+        # All weights zero: no preference among the parts, so take their plain mean.
+        return sum(float(story.scores.get(k, cfg.default_score)) for k in SCORE_KEYS) / len(SCORE_KEYS)
+    return sum(w * float(story.scores.get(k, cfg.default_score)) for k, w in weights.items()) / total
+
+
+def decay(age_hours: float, half_life_hours: float) -> float:
+    """0.5 ** (age / half-life); a non-positive half-life disables decay."""
+    if half_life_hours <= 0:
+        return 1.0
+    return 0.5 ** (age_hours / half_life_hours)
+
+
+def score_story(story: Story, now: datetime, cfg: RankConfig) -> Ranked:
+    """Score one story at `now`; age is measured from `published` and never negative."""
+    age = max(0.0, (now - story.published).total_seconds() / 3600.0)
+    base = base_score(story, cfg)
+    d = decay(age, cfg.half_life_hours)
+    return Ranked(story=story, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
+
+
+def sort_key(r: Ranked) -> tuple[float, float, str]:
+    """Higher score first, then newer `published`, then id (so the order is total)."""
+    return (-r.score, -r.story.published.timestamp(), r.story.id)
+
+
+def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Ranked]:
+    """All stories scored at `now`, best first."""
+    return sorted((score_story(s, now, rank_cfg) for s in stories), key=sort_key)
