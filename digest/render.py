@@ -418,6 +418,6 @@ class Renderer:
 
 def _part(boundary: str, ctype: str, content: str) -> bytes:
     encoded = base64.b64encode(content.encode("utf-8"))
-    lines = b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    lines = b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
     return (f"--{boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
             f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii") + lines + b"\r\n"

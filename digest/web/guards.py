@@ -1,0 +1,215 @@
+"""Request guards and input checks: CSRF, same origin, rate limit, bounded bodies, form values."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from digest.errors import DigestError
+from digest.models import FEED_LANGUAGES
+
+MAX_BODY = 16 * 1024  # a subscribe or preferences form is a few hundred bytes
+CSRF_COOKIE = "digest_csrf"
+CSRF_TTL = 6 * 3600
+SUBSCRIBE_BURST = 5  # submissions an address may make at once…
+SUBSCRIBE_REFILL = 60.0  # …then one more per this many seconds
+TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # shown escaped everywhere; just no controls
+
+
+class TooLarge(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    """A request we refuse with a friendly page; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.hint = hint
+
+
+def csrf_token(secret: bytes, now: float) -> str:
+    nonce = secrets.token_urlsafe(12)
+    ts = str(int(now))
+    sig = hmac.new(secret, f"csrf|{nonce}|{ts}".encode(), hashlib.sha256).digest()
+    return f"{nonce}.{ts}.{base64.urlsafe_b64encode(sig[:18]).decode()}"
+
+
+def csrf_valid(secret: bytes, form_token: str, cookie_token: str, now: float) -> bool:
+    """Double submit: the form field equals the cookie (a cross-site page can set neither),
+    and the token is ours and fresh (a cookie planted by a sibling subdomain cannot be)."""
+    if not form_token or not hmac.compare_digest(form_token.encode(), cookie_token.encode()):
+        return False
+    try:
+        nonce, ts, sig = form_token.split(".")
+        age = now - int(ts)
+    except ValueError:
+        return False
+    good = hmac.new(secret, f"csrf|{nonce}|{ts}".encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(sig.encode(), base64.urlsafe_b64encode(good[:18])) and -60 <= age <= CSRF_TTL
+
+
+def same_origin(headers: Any, base_url: str, scheme: str) -> bool:
+    """A POST from a browser must come from our own pages: Sec-Fetch-Site says so when sent,
+    and Origin (when sent) must be base_url's origin or this Host."""
+    site = headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if not origin:
+        return True  # non-browser clients; the double-submit token still guards
+    if origin == "null":
+        return False
+    allowed = {_origin(base_url)}
+    host = headers.get("host")
+    if host:
+        allowed.add(f"{scheme}://{host}".lower())
+    return origin.lower().rstrip("/") in allowed
+
+
+def _origin(url: str) -> str:
+    u = urlsplit(url)
+    port = f":{u.port}" if u.port and u.port not in (80, 443) else ""
+    return f"{u.scheme}://{u.hostname}{port}".lower()
+
+
+class RateLimiter:
+    """Token bucket per client address: `burst` at once, then one per `refill` seconds."""
+
+    def __init__(self, burst: int = SUBSCRIBE_BURST, refill: float = SUBSCRIBE_REFILL,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 50000) -> None:
+        self.burst, self.refill, self.clock, self.max_keys = burst, refill, clock, max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when allowed (a token is spent), else the seconds until the next token."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) / self.refill)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                self._trim(now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) * self.refill
+
+    def _trim(self, now: float) -> None:
+        # Buckets idle long enough to be full again carry no information: drop them first.
+        if len(self._buckets) <= self.max_keys:
+            return
+        full_after = self.burst * self.refill
+        for k in [k for k, (_, last) in self._buckets.items() if now - last >= full_after]:
+            del self._buckets[k]
+        while len(self._buckets) > self.max_keys:
+            del self._buckets[next(iter(self._buckets))]
+
+
+async def bounded_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise TooLarge
+        except ValueError as e:
+            raise BadRequest("Content-Length is not a number") from e
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """Both encodings a form (or an RFC 8058 one-click POST) may use, with the body bounded."""
+    body = await bounded_body(request)
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise BadRequest("This address takes a form submission.", 415)
+    try:
+        form = await Request(request.scope, replay).form(max_files=0, max_fields=64, max_part_size=MAX_BODY)
+    except HTTPException as e:
+        raise BadRequest("The form could not be read.") from e
+    out: dict[str, list[str]] = {}
+    for k, v in form.multi_items():
+        if isinstance(v, str):
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def first(form: dict[str, list[str]], key: str) -> str:
+    return (form.get(key) or [""])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriber input: validated, never trusted
+
+
+def clean_email(text: str) -> str:
+    from digest.render import normalize_email
+
+    try:
+        return normalize_email(text, "email")
+    except DigestError as e:
+        raise BadRequest("That does not look like an email address.", hint="Check the address and try again.") from e
+
+
+def clean_languages(values: list[str]) -> list[str]:
+    langs = [v for v in FEED_LANGUAGES if v in values]
+    if not langs:
+        raise BadRequest("Choose at least one language.", hint="Tick English, 中文, or both.")
+    return langs
+
+
+def clean_tags(values: list[str]) -> list[str]:
+    tags: list[str] = []
+    for v in values:
+        for t in re.split(r"[,，、\n]", v):
+            t = " ".join(t.split())
+            if not t:
+                continue
+            if not TAG_RE.match(t):
+                raise BadRequest("A tag is at most 64 characters, with no control characters.",
+                                 hint="Shorten or fix the tags.")
+            if t not in tags:
+                tags.append(t)
+    if len(tags) > 30:
+        raise BadRequest("At most 30 tags.")
+    return tags
+
+
+def clean_timezone(text: str) -> str:
+    tz = text.strip() or "UTC"
+    if len(tz) > 64 or ".." in tz or tz.startswith("/"):
+        raise BadRequest("Unknown time zone.", hint="Use an IANA name such as Asia/Shanghai.")
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:
+        raise BadRequest(f"Unknown time zone {tz!r}.", hint="Use an IANA name such as Asia/Shanghai or Europe/Berlin.") from e
+    return tz
