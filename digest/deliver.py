@@ -62,6 +62,7 @@ class MaildirTransport(Transport):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # Maildir makes one level only
             self.box = mailbox.Maildir(str(self.path), create=True)
         except OSError as e:
             raise DeliveryError(f"[smtp] maildir: cannot create {self.path}: {e.strerror}",

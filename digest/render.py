@@ -319,7 +319,7 @@ class Renderer:
                                            undefined=jinja2.StrictUndefined)
         self.text_env = jinja2.Environment(loader=loader, autoescape=False,
                                            undefined=jinja2.StrictUndefined,
-                                           keep_trailing_newline=True)
+                                           keep_trailing_newline=True, trim_blocks=True)
         self.inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.subject_template = subject_template

@@ -191,6 +191,7 @@ class Daemon:
                                next_run_time=now)
 
     async def run_job(self, job: str, quiet_idle: bool = True) -> bool:
+        """One run of `job`, unless it is still running or the daemon is stopping."""
         if self.stop.is_set():
             log.info("%s: not started, daemon is stopping", job)
             return False
@@ -198,16 +199,26 @@ class Daemon:
             log.info("%s: previous run still in progress; skipping this one", job)
             return False
         self.busy.add(job)
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
+        # APScheduler's executor cancels running coroutines on shutdown, but the worker thread
+        # cannot be cancelled: the body runs in its own task, which the stop sequence awaits.
+        inner = asyncio.ensure_future(self._run(job, quiet_idle))
+        self.tasks.add(inner)
+        inner.add_done_callback(self.tasks.discard)
+        return await asyncio.shield(inner)
+
+    async def _run(self, job: str, quiet_idle: bool) -> bool:
         config = self.config  # this run keeps the config it started with, across reloads
-        now = datetime.now(UTC)
         t0 = time.monotonic()
         try:
-            lock = self.content_lock if job in (INGEST, PUBLISH) else contextlib.nullcontext()
-            async with lock:
-                summary, notable = await asyncio.to_thread(JOBS[job], config, now)
+            if job in (INGEST, PUBLISH):
+                async with self.content_lock:
+                    summary, notable = await asyncio.to_thread(JOBS[job], config, datetime.now(UTC))
+            else:
+                # Let a running ingest/publish finish first (at start they all fire at once),
+                # without holding the lock through a long send.
+                async with self.content_lock:
+                    pass
+                summary, notable = await asyncio.to_thread(JOBS[job], config, datetime.now(UTC))
             # The every-minute send tick logs at debug level when there was nothing due.
             level = logging.DEBUG if quiet_idle and job == SEND and not notable else logging.INFO
             log.log(level, "%s: %s in %.2f s", job, summary, time.monotonic() - t0)
@@ -219,8 +230,6 @@ class Daemon:
             log.exception("%s: crashed after %.2f s", job, time.monotonic() - t0)
         finally:
             self.busy.discard(job)
-            if task is not None:
-                self.tasks.discard(task)
         return False
 
     @staticmethod
@@ -329,7 +338,7 @@ class Daemon:
                  self._jobs_text(self.config), self.config_path.resolve().parent)
         await self.stop.wait()
 
-        self.sched.shutdown(wait=False)
+        self.sched.pause()  # start nothing new; running jobs go on
         await self.stop_web()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -344,6 +353,7 @@ class Daemon:
                             ", ".join(sorted(self.busy)), STOP_WAIT)
                 logging.shutdown()
                 os._exit(0)
+        self.sched.shutdown(wait=False)
         log.info("daemon: stopped")
         return 0
 

@@ -143,11 +143,11 @@ def test_rate_limit_spaces_messages() -> None:
 
 
 def test_maildir_transport(tmp_path: Path) -> None:
-    t = open_transport(SmtpConfig(transport="maildir", maildir=tmp_path / "md"))
+    t = open_transport(SmtpConfig(transport="maildir", maildir=tmp_path / "deep" / "md"))
     assert isinstance(t, MaildirTransport)
     out = t.send([_env("a@example.com"), _env("b@example.com")])
     assert [o.state for o in out] == ["sent", "sent"]
-    files = sorted((tmp_path / "md" / "new").iterdir())
+    files = sorted((tmp_path / "deep" / "md" / "new").iterdir())
     assert len(files) == 2
     msgs = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
     assert sorted(m["To"] for m in msgs) == ["a@example.com", "b@example.com"]

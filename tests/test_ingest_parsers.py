@@ -402,3 +402,15 @@ def test_pathological_long_line_is_linear() -> None:
 def test_article_source_byline_at_top_is_kept_and_text_follows() -> None:
     s = parse_story("标题\n来源:新华社\n第一段正文在这里。\n第二段正文也在。\n", "a.txt", AS_OF)
     assert s.source == "新华社" and [b.text for b in s.body["zh-Hans"]][0] == "第一段正文在这里。"
+
+
+def test_json_lone_surrogates_and_controls_are_stripped_everywhere() -> None:
+    d = parse_story(*seed("001"), AS_OF).to_dict()
+    d["title"]["en"] = "Bad\\ud800 title\\u0007"
+    d["tags"] = ["x\\udfff", "\\u0000"]
+    d["faq"]["en"][0]["a"] = "line one\nline\\u001b two"
+    raw = json.dumps(d, ensure_ascii=False).replace("\\\\u", "\\u")  # real JSON escapes
+    s = parse_story(raw, "s.json", AS_OF)
+    assert s.title["en"] == "Bad title" and s.tags == ["x"]
+    assert s.faq["en"][0].a == "line one\nline two"
+    json.dumps(s.to_dict(), ensure_ascii=False).encode("utf-8")  # encodable: no surrogates

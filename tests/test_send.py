@@ -345,3 +345,17 @@ def test_journal_records_have_the_documented_shape(tmp_path: Path) -> None:
         assert set(r) >= {"digest", "edition", "email", "state", "message_id", "stories", "at"}
         json.dumps(r)
     assert recs[0]["message_id"] == recs[1]["message_id"]
+
+
+def test_a_second_concurrent_sender_is_refused(tmp_path: Path) -> None:
+    config = make_project(tmp_path)
+    add_subscribers(config, sub("a@example.com"))
+    store = Store(config.store.path)
+    from digest.errors import DeliveryError
+
+    with sending._send_lock(store, "daily"):
+        with pytest.raises(DeliveryError, match="another process") as e:
+            send_digest(config, now=NOW)
+        assert e.value.hint
+        assert send_digest(config, now=NOW, dry_run=True).would_send  # dry runs never block
+    assert send_digest(config, now=NOW).sent == ["a@example.com"]

@@ -12,7 +12,8 @@ MAX_BYTES = 5 * 1024 * 1024  # a story is a few KB; anything this big is not one
 
 # XML 1.0 forbids C0 controls but tab/newline; C1 controls and DEL are legal there but are
 # never meant in a story and break terminals and mail headers, so they go too.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+# Lone surrogates can arrive through JSON "\\ud800" escapes; they cannot even be encoded.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # Invisible characters pasted from web pages: zero-width space/joiners, word joiner, BOM.
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 # Bidi overrides can make a title read differently from its bytes ("Trojan Source").

@@ -3,13 +3,15 @@ transport → report; plus preview, confirmation mail and the `subscribers` comm
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -265,6 +267,24 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
     return jobs
 
 
+@contextlib.contextmanager
+def _send_lock(store: Store, name: str) -> Iterator[None]:
+    """One sender per digest at a time across processes (the daemon and a manual `digest
+    send`): both planning from the same journal would each send the missing editions."""
+    path = store.path / f"send-{name.encode().hex()[:64]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise DeliveryError(f"digest {name!r} is being sent by another process ({path})",
+                                "wait for it to finish; a rerun then sends only what is "
+                                "missing") from e
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def _record(dcfg: DigestConfig, job: _Job, state: str, mid: str, ids: Sequence[str],
             at: str, reason: str = "") -> dict:
     return {"digest": dcfg.name, "edition": job.edition, "email": job.sub.email, "state": state,
@@ -285,6 +305,15 @@ def send_digest(config: Config, name: str | None = None, now: datetime | None = 
     dcfg = config.digest(name)
     store = Store(config.store.path)
     report = SendReport(dcfg.name, dry_run=dry_run)
+    if dry_run:
+        return _send_locked(config, dcfg, store, now, True, due_only, transport, report)
+    with _send_lock(store, dcfg.name):
+        return _send_locked(config, dcfg, store, now, False, due_only, transport, report)
+
+
+def _send_locked(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
+                 dry_run: bool, due_only: bool, transport: Transport | None,
+                 report: SendReport) -> SendReport:
     jobs = _plan_jobs(config, dcfg, store, now, due_only, report)
     if not jobs:
         report.renders = 0
