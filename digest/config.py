@@ -84,6 +84,7 @@ class WebConfig:
 class ScheduleConfig:
     ingest: str = "*/15 * * * *"
     publish: str = "*/15 * * * *"
+    timezone: str = "UTC"  # zone the ingest and publish crons are read in
     grace_hours: float = 6.0
 
     @property
@@ -170,7 +171,7 @@ Check = Callable[[Any], str | None]  # returns a problem sentence, or None when 
 class Setting:
     section: str
     key: str
-    kind: str  # str | int | float | path | paths | cron | url | enum | env | email | subject
+    kind: str  # str | int | float | path | paths | cron | tz | url | enum | env | email | subject
     help: str
     choices: tuple[str, ...] = ()
     check: Check | None = None
@@ -221,8 +222,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "host", "str", "address `digest serve`/`run` listen on", check=_nonempty),
     Setting("web", "port", "int", "port to listen on (0 = any free port)", check=_between(0, 65535)),
     Setting("web", "secret_env", "env", "environment variable holding the link-signing secret"),
-    Setting("schedule", "ingest", "cron", "when the daemon ingests [ingest] paths (UTC)"),
-    Setting("schedule", "publish", "cron", "when the daemon publishes feeds and pages (UTC)"),
+    Setting("schedule", "ingest", "cron", "when the daemon ingests [ingest] paths"),
+    Setting("schedule", "publish", "cron", "when the daemon publishes feeds and pages"),
+    Setting("schedule", "timezone", "tz", "IANA time zone the ingest and publish crons are read in"),
     Setting("schedule", "grace_hours", "float", "how late a missed digest is still sent",
             check=_at_least(0)),
     Setting("digests", "name", "str", "digest name (letters, digits, - and _)",
@@ -295,7 +297,7 @@ class _Locator:
 
 _KIND_NAMES = {
     "str": "a string", "int": "an integer", "float": "a number", "path": "a path string",
-    "paths": "a list of path strings", "cron": "a cron string", "url": "a URL string",
+    "paths": "a list of path strings", "cron": "a cron string", "tz": "a time zone name", "url": "a URL string",
     "enum": "a string", "env": "an environment variable name", "email": "a string",
     "subject": "a string",
 }
@@ -330,6 +332,11 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
         problem = due.validate_cron(v)
         if problem:
             problem = f"bad cron expression: {problem}"
+    elif s.kind == "tz":
+        try:
+            due.zone(v)
+        except ValueError as e:
+            problem = str(e)
     elif s.kind == "url":
         u = urlsplit(v)
         if u.scheme not in ("http", "https") or not u.netloc or any(c in v for c in " \r\n\t"):
@@ -362,6 +369,7 @@ def _hint(s: Setting) -> str:
         "cron": ' — a cron expression, 5 fields: minute hour day-of-month month day-of-week, e.g. "0 7 * * 1-5"',
         "enum": f" — one of: {', '.join(s.choices)}",
         "url": ' — e.g. "https://news.example.org/"',
+        "tz": ' — an IANA name such as "UTC", "Europe/Berlin" or "Asia/Shanghai"',
     }.get(s.kind, "")
     return f"{s.key}: {s.help}{extra}"
 

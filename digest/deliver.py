@@ -10,7 +10,7 @@ import mailbox
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +40,17 @@ class Outcome:
     ambiguous: bool = False  # the connection dropped after DATA may have been accepted
 
 
-class Transport:
-    """Sync facade: `send(envelopes) -> outcomes` in the same order; close when done."""
+OnOutcome = Callable[[int, Outcome], None]
 
-    def send(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+
+class Transport:
+    """Sync facade: `send(envelopes) -> outcomes` in the same order; close when done.
+
+    `on_outcome(index, outcome)` is called as each message finishes (in the caller's thread
+    of control), so the caller can journal results before the whole batch is done."""
+
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -68,15 +75,18 @@ class MaildirTransport(Transport):
             raise DeliveryError(f"[smtp] maildir: cannot create {self.path}: {e.strerror}",
                                 "set [smtp] maildir to a writable directory") from e
 
-    def send(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
         out = []
-        for env in envelopes:
+        for i, env in enumerate(envelopes):
             try:
                 # Maildir files use the platform's line ends, not SMTP's CRLF.
                 self.box.add(env.data.replace(b"\r\n", b"\n"))
                 out.append(Outcome(env.recipient, "sent"))
             except OSError as e:
                 out.append(Outcome(env.recipient, "failed", f"maildir write: {e}"))
+            if on_outcome is not None:
+                on_outcome(i, out[-1])
         return out
 
 
@@ -211,7 +221,8 @@ class SmtpTransport(Transport):
             log.info("retrying %s in %.2fs: %s", env.recipient, delay, reason)
             await asyncio.sleep(delay * (1 + random.random() / 2))
 
-    async def _send_all(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+    async def _send_all(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None
+                        ) -> list[Outcome]:
         results: list[Outcome | None] = [None] * len(envelopes)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(envelopes)):
@@ -223,7 +234,9 @@ class SmtpTransport(Transport):
                     i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                results[i] = await self._send_one(slot, envelopes[i])
+                results[i] = out = await self._send_one(slot, envelopes[i])
+                if on_outcome is not None:
+                    on_outcome(i, out)
 
         n = min(len(self._clients), len(envelopes))
         await asyncio.gather(*(worker(s) for s in range(n)))
@@ -247,10 +260,11 @@ class SmtpTransport(Transport):
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             return ex.submit(self._runner.run, coro).result()
 
-    def send(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
         if not envelopes:
             return []
-        return self._run(self._send_all(envelopes))
+        return self._run(self._send_all(envelopes, on_outcome))
 
     def close(self) -> None:
         try:

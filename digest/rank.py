@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from digest.config import RankConfig
 from digest.models import SCORE_KEYS, Story
+
+_LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,31 @@ def score_story(story: Story, now: datetime, cfg: RankConfig) -> Ranked:
     return Ranked(story=story, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
 
 
-def sort_key(r: Ranked) -> tuple[float, float, str]:
-    """Higher score first, then newer `published`, then id (so the order is total)."""
-    return (-r.score, -r.story.published.timestamp(), r.story.id)
+def order_key(base: float, published: float, now: float, half_life_hours: float,
+              story_id: str) -> tuple[int, float, float, str]:
+    """Sort key equivalent to (higher score, newer `published`, id) but computed in log space
+    from `published` rather than from the age: log(base · 0.5^(age/h)) = log(base) +
+    published·ln2/h − now·ln2/h, and the last term is common to all stories. So the order
+    is exactly the same at every `now` (no float rounding or underflow of very old stories'
+    scores can reorder them as time passes) as long as no story is in the future, whose age
+    clamps to 0. `published`/`now` are POSIX seconds."""
+    t = min(published, now)
+    lg = t * _LN2 / (half_life_hours * 3600.0) if half_life_hours > 0 else 0.0
+    if base > 0:
+        return (0, -(math.log(base) + lg), -published, story_id)
+    if base == 0:
+        return (1, 0.0, -published, story_id)
+    # A negative base (negative weights): the older, the closer to 0, the higher.
+    return (2, math.log(-base) + lg, -published, story_id)
 
 
 def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Ranked]:
     """All stories scored at `now`, best first."""
-    return sorted((score_story(s, now, rank_cfg) for s in stories), key=sort_key)
+    now_ts = now.timestamp()
+    hl = rank_cfg.half_life_hours
+    keyed = []
+    for s in stories:
+        r = score_story(s, now, rank_cfg)
+        keyed.append((order_key(r.parts["base"], s.published.timestamp(), now_ts, hl, s.id), r))
+    keyed.sort(key=lambda kr: kr[0])
+    return [r for _, r in keyed]

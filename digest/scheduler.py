@@ -117,8 +117,9 @@ def describe(config: Config, now: datetime) -> list[str]:
     """Each job with its next 3 run times; digests once per active subscribers' time zone."""
     lines = []
     for job, cron in ((INGEST, config.schedule.ingest), (PUBLISH, config.schedule.publish)):
-        nxt = ", ".join(_fmt(t) for t in due.next_fires(cron, "UTC", now, 3))
-        lines.append(f"{job:<8} {cron!r} UTC  next: {nxt}")
+        tz = config.schedule.timezone
+        nxt = ", ".join(_fmt(t) for t in due.next_fires(cron, tz, now, 3))
+        lines.append(f"{job:<8} {cron!r} {tz}  next: {nxt}")
     zones = _active_zones(config) or {"UTC": 0}
     grace = f"{config.schedule.grace_hours:g} h"
     for d in config.digests:
@@ -176,8 +177,8 @@ class Daemon:
     # jobs
     def _triggers(self, config: Config) -> dict[str, Any]:
         return {
-            INGEST: due.cron_trigger(config.schedule.ingest, "UTC"),
-            PUBLISH: due.cron_trigger(config.schedule.publish, "UTC"),
+            INGEST: due.cron_trigger(config.schedule.ingest, config.schedule.timezone),
+            PUBLISH: due.cron_trigger(config.schedule.publish, config.schedule.timezone),
             # Digests are due per subscriber zone; waking every minute and letting the journal
             # decide (anacron) needs no per-zone jobs and survives restarts and reloads.
             SEND: CronTrigger(minute="*", timezone=UTC),
@@ -234,7 +235,8 @@ class Daemon:
 
     @staticmethod
     def _jobs_text(config: Config) -> str:
-        return (f"ingest {config.schedule.ingest!r} UTC, publish {config.schedule.publish!r} UTC, "
+        tz = config.schedule.timezone
+        return (f"ingest {config.schedule.ingest!r} {tz}, publish {config.schedule.publish!r} {tz}, "
                 f"send every minute ({', '.join(f'{d.name} {d.cron!r}' for d in config.digests)} "
                 f"in subscriber time zones, grace {config.schedule.grace_hours:g} h)")
 
@@ -278,9 +280,10 @@ class Daemon:
                           "(hint: %s)", why, e.message, e.hint or "-")
                 return
             old, self.config = self.config, new
-            old_t, new_t = self._triggers(old), self._triggers(new)
+            new_t = self._triggers(new)
             for job in (INGEST, PUBLISH):
-                if str(old_t[job]) != str(new_t[job]):
+                if (getattr(old.schedule, job), old.schedule.timezone) != \
+                        (getattr(new.schedule, job), new.schedule.timezone):
                     self.sched.reschedule_job(job, trigger=new_t[job])
             changed = [name for name in ("site", "store", "ingest", "feeds", "rank", "tags", "smtp",
                                          "web", "schedule", "digests")
@@ -319,8 +322,11 @@ class Daemon:
 
     def request_stop(self, signame: str) -> None:
         if self.stop.is_set():
-            log.info("%s: already stopping", signame)
-            return
+            # A second signal means "now": cut in-flight sends short; the journal has them
+            # as `sending` and the next start completes them.
+            log.warning("%s again: exiting now with %d job(s) unfinished", signame, len(self.tasks))
+            logging.shutdown()
+            os._exit(1)
         log.info("%s: stopping; no new jobs start, waiting for %d running", signame, len(self.tasks))
         self.stop.set()
 

@@ -115,12 +115,14 @@ def test_error_names_file_line_and_key(tmp_path: Path, old: str, new: str, key: 
     assert hint in err.hint
 
 
-def test_unknown_time_zone_is_an_error_where_zones_are_read(tmp_path: Path) -> None:
-    # zones come from subscribers, not config; the validator used for them is due.zone
-    from digest.due import zone
-
-    with pytest.raises(ValueError, match="unknown IANA time zone 'Europe/Narnia'"):
-        zone("Europe/Narnia")
+def test_unknown_time_zone(tmp_path: Path) -> None:
+    text, line = edit('timezone = "UTC"', 'timezone = "Europe/Narnia"')
+    err = error_of(tmp_path, text)
+    assert err.message == (f"{tmp_path / 'config.toml'}:{line}: [schedule].timezone: "
+                           "unknown IANA time zone 'Europe/Narnia'")
+    assert "Asia/Shanghai" in err.hint
+    text, _ = edit('timezone = "UTC"', 'timezone = "Asia/Shanghai"')
+    assert load_config(write(tmp_path, text)).schedule.timezone == "Asia/Shanghai"
 
 
 def test_unknown_section(tmp_path: Path) -> None:

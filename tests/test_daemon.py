@@ -183,8 +183,8 @@ def test_started_late_sends_each_subscriber_once_and_restart_sends_nothing(tmp_p
         ctl.stop()
 
 
-def test_sigterm_during_send_finishes_it_and_exits_0(tmp_path: Path) -> None:
-    ctl, sink = smtp_sink(delay=0.5)
+def test_reload_and_sigterm_during_send_let_it_finish_and_exit_0(tmp_path: Path) -> None:
+    ctl, sink = smtp_sink(delay=1.0)
     first = threading.Event()
     sink.on_message = lambda n: first.set()
     try:
@@ -192,15 +192,19 @@ def test_sigterm_during_send_finishes_it_and_exits_0(tmp_path: Path) -> None:
         d = DaemonProc(cfg, env=ENV)
         try:
             assert first.wait(WAIT), d.log()
+            # a valid edit mid-send: the new settings load, the send in progress goes on
+            text = cfg.read_text(encoding="utf-8")
+            editor_save(cfg, text.replace("max_stories = 10", "max_stories = 5"))
+            d.wait_for(r"config: reloaded \(file changed\); changed: digests")
             d.signal(signal.SIGTERM)
             assert d.proc.wait(timeout=WAIT) == 0
             d.wait_eof()
         finally:
             d.kill()
-        log = d.log()
-        log = "\n".join(ln for ln in log.splitlines() if "digest.run" in ln)
+        log = "\n".join(ln for ln in d.log().splitlines() if "digest.run" in ln)
         assert "SIGTERM: stopping; no new jobs start, waiting for 1 running" in log, log
-        assert "send: daily: sent 4" in log and "daemon: stopped" in log, log
+        assert log.index("config: reloaded") < log.index("send: daily: sent 4"), log
+        assert log.index("SIGTERM") < log.index("send: daily: sent 4") < log.index("daemon: stopped"), log
         assert sink.per_recipient() == {e: 1 for e in emails}
     finally:
         ctl.stop()
@@ -231,6 +235,10 @@ def _kill_and_restart(tmp_path: Path, kill_at: int, n: int = 5) -> dict[str, int
         assert set(ids) == set(emails)
         assert all(len(v) == 1 for v in ids.values()), ids  # one edition each
         counts = dict(sink.per_recipient())
+        # A kill after the server took DATA but before the outcome was journalled can deliver
+        # that one message twice (same Message-ID). The sink takes 0.2 s per message, longer
+        # than the journal's group-commit window, so nothing else may repeat.
+        assert sum(c - 1 for c in counts.values()) <= 1, counts
         # and the journal agrees: nothing more is due, nothing more goes out
         again = cli(cfg, "run", "--once")
         assert "send: daily: sent 0, already sent" in again.stderr, again.stderr
@@ -242,16 +250,6 @@ def _kill_and_restart(tmp_path: Path, kill_at: int, n: int = 5) -> dict[str, int
 
 def test_sigkill_mid_send_and_restart_delivers_one_edition_each(tmp_path: Path) -> None:
     _kill_and_restart(tmp_path, kill_at=2)
-
-
-@pytest.mark.xfail(reason="pipeline/sending.py journals outcomes once per batch of 100: a SIGKILL "
-                          "mid-batch resends (same Message-ID) every message the server already took",
-                   strict=False)
-def test_sigkill_mid_send_duplicates_at_most_the_message_in_flight(tmp_path: Path) -> None:
-    counts = _kill_and_restart(tmp_path, kill_at=3)
-    # A kill after the server took DATA but before its reply was read can deliver that one
-    # message twice (same Message-ID); nothing else may repeat.
-    assert sum(c - 1 for c in counts.values()) <= 1, counts
 
 
 @pytest.mark.slow

@@ -195,12 +195,12 @@ class _CrashAfter(Transport):
     def __init__(self, inner: Transport, n: int) -> None:
         self.inner, self.left = inner, n
 
-    def send(self, envelopes):
+    def send(self, envelopes, on_outcome=None):
         if self.left <= 0:
             raise _Crash("killed")
         take = list(envelopes)[: self.left]
         self.left -= len(take)
-        out = self.inner.send(take)
+        out = self.inner.send(take, on_outcome)
         if len(take) < len(envelopes):
             raise _Crash("killed mid-batch")
         return out
@@ -359,3 +359,30 @@ def test_a_second_concurrent_sender_is_refused(tmp_path: Path) -> None:
         assert e.value.hint
         assert send_digest(config, now=NOW, dry_run=True).would_send  # dry runs never block
     assert send_digest(config, now=NOW).sent == ["a@example.com"]
+
+
+def test_outcomes_are_journalled_as_they_arrive(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sending, "FLUSH_SECONDS", 0.0)  # every outcome is its own commit
+    with SMTPServer() as srv:
+        config = _smtp(tmp_path, srv)
+        add_subscribers(config, *three_subscribers())
+        with _transport(config) as inner, pytest.raises(_Crash):
+            send_digest(config, now=NOW, transport=_CrashAfter(inner, 1))
+        first = srv.messages[0].rcpt_tos[0]
+        rerun = _send(config)
+        assert first not in rerun.sent and len(rerun.sent) == 2  # no duplicate for `first`
+        assert all(len(v) == 1 for v in srv.by_recipient().values())
+
+
+def test_outcomes_are_journalled_even_if_the_transport_never_reports(tmp_path: Path) -> None:
+    from digest.deliver import Outcome
+
+    class Quiet(Transport):
+        def send(self, envelopes, on_outcome=None):
+            return [Outcome(e.recipient, "sent") for e in envelopes]
+
+    config = make_project(tmp_path)
+    add_subscribers(config, *three_subscribers())
+    assert len(send_digest(config, now=NOW, transport=Quiet()).sent) == 3
+    again = send_digest(config, now=NOW, transport=Quiet())
+    assert again.sent == [] and again.already_sent == 3

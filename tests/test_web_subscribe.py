@@ -297,3 +297,17 @@ def test_unsubscribed_address_gets_no_further_digest(env):
     send_digest(config, now=NOW)
     got = sink.wait(1)
     assert [m["To"] for m in got] == ["stay@example.com"]
+
+
+def test_store_failure_is_a_friendly_500(tmp_path, monkeypatch):
+    set_secret(monkeypatch, SECRET.decode())
+    config = write_config(tmp_path, free_port())
+    config.store.path.parent.mkdir(parents=True, exist_ok=True)
+    config.store.path.write_text("not a directory")  # the store cannot open
+    with running(config) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+        for r in (client.get("/csrf"), client.get("/subscribe"),
+                  client.post("/subscribe", data={"email": "s@example.com", "languages": "en"})):
+            assert r.status_code == 500
+            assert "could not finish" in r.text and "Traceback" not in r.text and "not a directory" not in r.text
+        r = client.get("/confirm", params={"t": tokens.sign(SECRET, "confirm", "s@example.com", None)})
+        assert r.status_code == 500 and "Traceback" not in r.text

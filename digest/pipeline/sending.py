@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ log = logging.getLogger("digest.send")
 
 BATCH = 100  # messages per journal batch: one fsync for `sending`, one for the outcomes;
 # a crash mid-batch resends at most this many, each with its original Message-ID
+FLUSH_SECONDS = 0.05  # group-commit window for outcome records
 CONFIRM_TTL = timedelta(days=7)
 REPORT_LIST_MAX = 50  # per category in the printed report; the counts are always exact
 
@@ -352,12 +354,31 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: _Composer, transport
             continue
         built.append((job, data, mid, body))
     store.journal.append([_record(dcfg, j, "sending", m, b.story_ids, at) for j, _, m, b in built])
+    # Group commit: outcomes are journalled as they arrive, at most one fsync per
+    # FLUSH_SECONDS, so a kill loses only the last moment's `sent` records (those are then
+    # resent with their Message-ID) while the per-message cost stays a fraction of an fsync.
+    pending: list[dict] = []
+    recorded: set[int] = set()
+    last = [time.monotonic()]
+
+    def on_outcome(i: int, out: Outcome) -> None:
+        job, _, mid, body = built[i]
+        recorded.add(i)
+        pending.append(_record(dcfg, job, out.state, mid, body.story_ids,
+                               iso(datetime.now(UTC)), out.reason))
+        if time.monotonic() - last[0] >= FLUSH_SECONDS:
+            store.journal.append(pending)
+            pending.clear()
+            last[0] = time.monotonic()
+
     outcomes: list[Outcome] = transport.send(
-        [Envelope(sender, j.sub.email, d) for j, d, _, _ in built])
-    done_at = iso(datetime.now(UTC))
-    records, bounced = [], []
-    for (job, _, mid, body), out in zip(built, outcomes, strict=True):
-        records.append(_record(dcfg, job, out.state, mid, body.story_ids, done_at, out.reason))
+        [Envelope(sender, j.sub.email, d) for j, d, _, _ in built], on_outcome=on_outcome)
+    for i, out in enumerate(outcomes):  # a transport that did not report as it went
+        if i not in recorded:
+            on_outcome(i, out)
+    store.journal.append(pending)
+    bounced = []
+    for (job, _, mid, _), out in zip(built, outcomes, strict=True):
         if out.state == "sent":
             report.sent.append(job.sub.email)
             if job.resend or out.ambiguous:
@@ -368,7 +389,6 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: _Composer, transport
         else:
             report.failed.append((job.sub.email, out.reason))
             log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, out.reason)
-    store.journal.append(records)
     if bounced:
         with store.transaction():
             for email in bounced:

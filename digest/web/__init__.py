@@ -97,8 +97,10 @@ def bind(config: Config) -> socket.socket:
     host, port = config.web.host, config.web.port
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, addr = infos[0]
+        # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then,
+        # and without it every keep-alive response waits 40 ms (Nagle + delayed ACK).
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(128)
