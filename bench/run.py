@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="phases to run (ingest always runs when a later phase needs its store)")
     ap.add_argument("--profile", help="cProfile the first run of this step (e.g. publish_full) "
                                       "into bench/out/profile-STEP.txt")
+    ap.add_argument("--with-store-bench", action="store_true",
+                    help="also run the store engineer's bench/bench_store.py and fold in its lines")
     ap.add_argument("--out", type=Path, help="results JSON (default DATA/results.json)")
     ap.add_argument("--data", type=Path, help="corpus, work dirs and results (default bench/out)")
     a = ap.parse_args(argv)
@@ -465,6 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in phases:
         print(f"== {name}", flush=True)
         fn()
+    if a.with_store_bench:
+        print("== store (bench/bench_store.py)", flush=True)
+        r = subprocess.run([sys.executable, str(HERE / "bench_store.py"), "--stories",
+                            str(a.stories), "--repeat", "10", "--batches", "2"],
+                           capture_output=True, text=True)
+        lines = r.stdout.strip().splitlines() or [f"failed: {r.stderr.strip()[-300:]}"]
+        b.notes += [f"bench_store: {x}" for x in lines]
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     meta["loadavg_end"] = os.getloadavg()
     res = report(b, meta)

@@ -311,3 +311,15 @@ def test_store_failure_is_a_friendly_500(tmp_path, monkeypatch):
             assert "could not finish" in r.text and "Traceback" not in r.text and "not a directory" not in r.text
         r = client.get("/confirm", params={"t": tokens.sign(SECRET, "confirm", "s@example.com", None)})
         assert r.status_code == 500 and "Traceback" not in r.text
+
+
+def test_one_mailbox_is_not_flooded(env):
+    _, client, sink, _, state = env
+    state.per_ip = web.RateLimiter(burst=50, refill=1)
+    token = client.get("/csrf").json()["token"]
+    codes = [post_subscribe(client, "victim@example.com", token=token).status_code for _ in range(5)]
+    assert codes == [200] * 5  # the page never tells
+    sink.wait(3)
+    post_subscribe(client, "other@example.com", token=token)  # a later mail proves the queue drained
+    got = [m["To"] for m in sink.wait(4)]
+    assert got.count("victim@example.com") == 3 and got[-1] == "other@example.com"
