@@ -86,6 +86,7 @@ class ScheduleConfig:
     publish: str = "*/15 * * * *"
     timezone: str = "UTC"  # zone the ingest and publish crons are read in
     grace_hours: float = 6.0
+    stop_wait_seconds: float = 120.0  # SIGTERM: how long in-flight jobs may finish
 
     @property
     def grace(self) -> timedelta:
@@ -227,6 +228,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("schedule", "timezone", "tz", "IANA time zone the ingest and publish crons are read in"),
     Setting("schedule", "grace_hours", "float", "how late a missed digest is still sent",
             check=_at_least(0)),
+    Setting("schedule", "stop_wait_seconds", "float",
+            "on SIGTERM, how long running jobs may finish before the daemon exits", check=_at_least(0)),
     Setting("digests", "name", "str", "digest name (letters, digits, - and _)",
             check=lambda v: None if _NAME_RE.match(v) else f"{v!r} must be letters, digits, - or _"),
     Setting("digests", "cron", "cron", "when it is sent, in each subscriber's time zone"),

@@ -19,6 +19,7 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,9 @@ MANIFEST = ".digest-manifest.json"
 LOCK = ".digest-lock"
 STAGING = ".digest-tmp"
 TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".part"
+# Paths a run is about to create, written before its renames (in STAGING): a run killed
+# before its final manifest leaves files that the next run must know it may prune.
+PENDING = f"{TMP_PREFIX}pending{TMP_SUFFIX}"
 # Creating an inode costs 0.1-1 ms on this VM's ext4 and releases the GIL: a few threads
 # overlap it with rendering in the main thread.
 WRITER_THREADS = 4
@@ -56,7 +60,14 @@ class Entry:
     mtime_ns: int
 
 
+# The common case, checked without pathlib: plain names, no dot-leading part (so no `..`,
+# no dotfiles such as the manifest, the lock or the staging dir).
+_PLAIN_REL = re.compile(r"[A-Za-z0-9_~@+=,-][A-Za-z0-9._~@+=,-]*(?:/[A-Za-z0-9_~@+=,-][A-Za-z0-9._~@+=,-]*)*")
+
+
 def _check_relpath(rel: str) -> str:
+    if _PLAIN_REL.fullmatch(rel):
+        return rel
     p = PurePosixPath(rel)
     if not rel or p.is_absolute() or ".." in p.parts or rel in (MANIFEST, LOCK) or "\\" in rel \
             or p.parts[0] == STAGING:
@@ -137,6 +148,7 @@ class Tree:
         self._tmpdir = outdir / STAGING
         self._seq = 0
         self._seq_lock = threading.Lock()
+        self._inflight = threading.BoundedSemaphore(256)
 
     # --- reading the manifest ----------------------------------------------------------
 
@@ -170,6 +182,7 @@ class Tree:
         tmp = self._tmp_path()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
+            os.fchmod(fd, 0o644)  # a web server must read these, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -188,7 +201,27 @@ class Tree:
             self._tmpdir.mkdir(exist_ok=True)
             self._pool = ThreadPoolExecutor(max_workers=WRITER_THREADS,
                                             thread_name_prefix="digest-writer")
-        self._staged[rel] = self._pool.submit(self._stage_one, data)
+        self._inflight.acquire()  # bound the bytes waiting for a writer thread
+        fut = self._pool.submit(self._stage_one, data)
+        fut.add_done_callback(lambda _f: self._inflight.release())
+        old = self._staged.pop(rel, None)
+        self._staged[rel] = fut
+        if old is not None:  # staged twice: the last bytes win, the first temp goes
+            _unlink(old.result())
+
+    def adopt(self, rel: str, tmp: Path) -> None:
+        """Take a temp file another process staged in `staging_dir` for `rel`."""
+        fut: Future[Path] = Future()
+        fut.set_result(Path(tmp))
+        old = self._staged.pop(_check_relpath(rel), None)
+        self._staged[rel] = fut
+        if old is not None:
+            _unlink(old.result())
+
+    @property
+    def staging_dir(self) -> Path:
+        self._tmpdir.mkdir(exist_ok=True)
+        return self._tmpdir
 
     def differs(self, rel: str, data: bytes) -> bool:
         """Whether `data` differs from the file now at `rel` (compares bytes)."""
@@ -230,14 +263,16 @@ class Tree:
         try:
             temps = [(self._staged[rel].result(), rel) for rel in staged_rels]
             self._staged.clear()
-            if temps:
-                # Staged bytes durable before any rename: a crash never leaves a renamed,
-                # empty file behind.
-                _syncfs(self.outdir)
-            if new and self.previous:
+            pending = self._tmpdir / PENDING
+            if new:
                 # Record new paths before they exist: a kill between rename and the final
                 # manifest write must not leave files that no later run knows it may prune.
-                self._write_manifest(set(self.previous) | new, entries, self.build, self.meta)
+                self._tmpdir.mkdir(exist_ok=True)
+                pending.write_bytes(orjson.dumps(sorted(new)))
+            if temps or new:
+                # Staged bytes (and the pending list) durable before any rename: a crash
+                # never leaves a renamed, empty file behind. One flush, not one per file.
+                _syncfs(self.outdir)
             made: set[Path] = set()
             for tmp, rel in temps:
                 target = self.outdir / rel
@@ -248,8 +283,6 @@ class Tree:
                 report.written.append(rel)
                 st = os.stat(target)
                 entries[rel] = Entry(keys.get(rel), st.st_size, st.st_mtime_ns)
-            if temps:
-                _syncfs(self.outdir)
             for rel in same | kept:
                 e = entries.get(rel)
                 k = keys.get(rel)
@@ -277,7 +310,10 @@ class Tree:
             _prune_dirs(self.outdir, report.removed)
             final = wanted | set(keep_listed)
             self._write_manifest(final, {r: e for r, e in entries.items() if r in final},
-                                 build, meta or {})
+                                 build, meta or {}, sync=not temps)
+            if temps:
+                _syncfs(self.outdir)  # the renames and the manifest, in one flush
+            _unlink(pending)
         except OSError as e:
             raise _os_error(self.outdir, e, report) from e
         finally:
@@ -285,7 +321,7 @@ class Tree:
         return report
 
     def _write_manifest(self, paths: set[str], entries: dict[str, Entry], build: str | None,
-                        meta: dict[str, Any]) -> None:
+                        meta: dict[str, Any], sync: bool) -> None:
         doc: dict[str, Any] = {"files": sorted(paths)}
         if build is not None:
             doc["build"] = build
@@ -299,8 +335,11 @@ class Tree:
             self._tmpdir.mkdir(exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                os.write(fd, blob)
-                os.fsync(fd)
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, mpath)
@@ -329,6 +368,13 @@ def _clean_temp(outdir: Path) -> None:
         pass
 
 
+def _read_pending(outdir: Path) -> set[str]:
+    try:
+        return {str(p) for p in orjson.loads((outdir / STAGING / PENDING).read_bytes())}
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
+        return set()
+
+
 def _clean_legacy_temp(outdir: Path) -> None:
     for p in outdir.rglob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
         p.unlink(missing_ok=True)
@@ -348,8 +394,10 @@ def open_tree(outdir: Path) -> Iterator[Tree]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            pending = _read_pending(outdir)
             _clean_temp(outdir)
             tree = Tree(outdir)
+            tree.previous = sorted(set(tree.previous) | pending)
             if tree.previous and not tree.entries:
                 _clean_legacy_temp(outdir)
         except OSError as e:

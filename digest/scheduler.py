@@ -24,9 +24,6 @@ from digest.errors import DigestError
 
 log = logging.getLogger("digest.run")
 
-# After SIGTERM, in-flight jobs get this long to finish; a send cut off later is left as
-# "sending" in the delivery journal and completed by the next start (the pipeline's rule).
-STOP_WAIT = float(os.environ.get("DIGEST_STOP_WAIT", "120"))
 # Wait this long after a change in the config directory before reading it: editors write
 # a temp file, then rename it; reading mid-way would see half a file.
 WATCH_DEBOUNCE_MS = 400
@@ -350,13 +347,16 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         running = set(self.tasks)
+        # A send cut off after this is left as "sending" in the delivery journal and
+        # completed by the next start (the pipeline's rule).
+        wait = self.config.schedule.stop_wait_seconds
         if running:
-            log.info("daemon: waiting up to %.0f s for %s", STOP_WAIT, ", ".join(sorted(self.busy)))
-            _done, pending = await asyncio.wait(running, timeout=STOP_WAIT)
+            log.info("daemon: waiting up to %g s for %s", wait, ", ".join(sorted(self.busy)))
+            _done, pending = await asyncio.wait(running, timeout=wait)
             if pending:
                 # Threads cannot be cancelled; the journal lets the next start finish the send.
-                log.warning("daemon: %s still running after %.0f s; exiting anyway",
-                            ", ".join(sorted(self.busy)), STOP_WAIT)
+                log.warning("daemon: %s still running after %g s; exiting anyway",
+                            ", ".join(sorted(self.busy)), wait)
                 logging.shutdown()
                 os._exit(0)
         self.sched.shutdown(wait=False)

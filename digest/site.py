@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from markupsafe import Markup
 
 from digest.config import SiteConfig
@@ -119,13 +119,21 @@ class Site:
     env: Environment | None = None
 
     def __post_init__(self) -> None:
-        self.env = self.env or environment()
+        if self.env is None:
+            self.env = environment()
+            # This Site renders one publish: templates cannot change under it, so skip
+            # Jinja's per-lookup mtime check (it stats 3 files per story page otherwise).
+            self.env.auto_reload = False
         self.base_url = self.site.base_url.rstrip("/") + "/"
+        # One lookup per top-level template per Site (extends/includes hit Jinja's cache).
+        self._templates: dict[str, Template] = {}
 
     def _render(self, name: str, **ctx: Any) -> str:
-        assert self.env is not None
-        return self.env.get_template(name).render(site=self.site, base_url=self.base_url,
-                                                  slugs=self.slugs, **ctx)
+        t = self._templates.get(name)
+        if t is None:
+            assert self.env is not None
+            t = self._templates[name] = self.env.get_template(name)
+        return t.render(site=self.site, base_url=self.base_url, slugs=self.slugs, **ctx)
 
     def abs_url(self, relpath: str) -> str:
         return self.base_url + relpath

@@ -24,7 +24,7 @@ from tests.conftest_daemon import (
     smtp_sink,
 )
 
-ENV = {"DIGEST_LOG_LEVEL": "DEBUG", "DIGEST_STOP_WAIT": "60"}
+ENV = {"DIGEST_LOG_LEVEL": "DEBUG"}
 ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin", "Asia/Kolkata",
          "America/Los_Angeles"]
 
@@ -206,6 +206,37 @@ def test_reload_and_sigterm_during_send_let_it_finish_and_exit_0(tmp_path: Path)
         assert log.index("config: reloaded") < log.index("send: daily: sent 4"), log
         assert log.index("SIGTERM") < log.index("send: daily: sent 4") < log.index("daemon: stopped"), log
         assert sink.per_recipient() == {e: 1 for e in emails}
+    finally:
+        ctl.stop()
+
+
+def test_sigterm_past_stop_wait_exits_0_and_next_start_completes(tmp_path: Path) -> None:
+    ctl, sink = smtp_sink(delay=1.0)
+    first = threading.Event()
+    sink.on_message = lambda n: first.set()
+    try:
+        cfg, emails = smtp_project(tmp_path, ctl.port, 5)
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace("stop_wait_seconds = 120.0", "stop_wait_seconds = 0.5"), encoding="utf-8")
+        d = DaemonProc(cfg, env=ENV)
+        try:
+            assert first.wait(WAIT), d.log()
+            d.signal(signal.SIGTERM)
+            assert d.proc.wait(timeout=WAIT) == 0
+            d.wait_eof()
+        finally:
+            d.kill()
+        assert "send still running after 0.5 s; exiting anyway" in d.log()
+        assert len(sink.per_recipient()) < len(emails)  # cut short
+        d = DaemonProc(cfg, env=ENV)
+        try:
+            d.wait_for(r"send: daily: sent [1-5], already sent")
+            assert d.stop() == 0
+        finally:
+            d.kill()
+        ids = sink.message_ids()
+        assert set(ids) == set(emails) and all(len(v) == 1 for v in ids.values()), ids
+        assert sum(c - 1 for c in sink.per_recipient().values()) <= 1
     finally:
         ctl.stop()
 

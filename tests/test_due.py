@@ -157,3 +157,22 @@ def test_unknown_zone_and_naive_now() -> None:
         latest_fire("0 7 * * *", "Mars/Olympus", utc(2024, 1, 1))
     with pytest.raises(ValueError, match="aware"):
         latest_fire("0 7 * * *", "UTC", datetime(2024, 1, 1))
+
+
+@pytest.mark.parametrize("cron,start,weekdays", [
+    ("0 9 * * 1-5", utc(2024, 6, 1), ["Mon", "Tue", "Wed", "Thu", "Fri", "Mon"]),
+    ("0 9 * * 0", utc(2024, 6, 1), ["Sun"] * 6),
+    # 6, 13 (both), 20, 27 Sep, 4, 11 Oct are Fridays; 13 Oct is a Sunday
+    ("0 9 13 * 5", utc(2024, 9, 1), ["Fri"] * 6 + ["Sun"]),
+])
+def test_cron_trigger_for_the_scheduler_matches_crontab(cron: str, start: datetime, weekdays: list[str]) -> None:
+    from digest.due import cron_trigger
+
+    trig, prev, got = cron_trigger(cron, "UTC"), None, []
+    now = start
+    for _ in weekdays:
+        prev = trig.get_next_fire_time(prev, now)
+        got.append(prev.strftime("%a"))
+        now = prev + timedelta(seconds=1)
+    assert got == weekdays
+    assert [f.strftime("%a") for f in next_fires(cron, "UTC", start, len(weekdays))] == weekdays

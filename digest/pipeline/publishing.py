@@ -1,15 +1,30 @@
-"""Rank and publish: read the store, build feeds and pages (pure), write them atomically."""
+"""Rank and publish: read the store, build feeds and pages (pure), write them atomically.
+
+Publishing is incremental, with the output dir's manifest as the build cache (see
+digest/output.py): every file gets a build key naming what it is made from (story content
+hashes and times, the selection of a feed, tag slugs); the templates, the settings and this
+code form one `build` key for the whole tree. A file whose key is unchanged and whose stat
+still matches the manifest is not rebuilt, and its story bodies are not even loaded.
+When neither the store's index files nor the build key changed, the whole tree is known to
+be current after a stat of each file (`_unchanged_report`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from digest.config import Config
 from digest.feeds import (
+    FORMATS,
     Feed,
     FeedItem,
     FeedSpec,
@@ -20,8 +35,9 @@ from digest.feeds import (
     tag_slugs,
 )
 from digest.models import Story
-from digest.output import write_tree
+from digest.output import Tree, open_tree
 from digest.rank import Ranked, rank
+from digest.resources import WEB_TEMPLATES
 from digest.site import Site, story_path, tag_page_path
 
 
@@ -88,76 +104,251 @@ def format_ranked(ranked: Sequence[Ranked]) -> list[str]:
     return lines
 
 
-# --- building (pure) ----------------------------------------------------------------------
+# --- the plan: what goes where (pure) -------------------------------------------------------
 
 
-def _spec_selection(spec: FeedSpec, ranked: Sequence[Ranked], limit: int) -> list[Story]:
-    if spec.tag is not None:
-        chosen = [r.story for r in ranked if spec.tag in r.story.tags]
-    elif spec.key == "all":
-        chosen = [r.story for r in ranked]
-    else:
-        chosen = [r.story for r in ranked if r.story.text_in(spec.key)]
-    return chosen[:limit]
+def choose(specs: Sequence[FeedSpec], ranked: Sequence[Ranked], limit: int) -> dict[str, list[Story]]:
+    """spec.key → its top `limit` stories in rank order, in one pass over the ranking
+    (instead of one scan per feed)."""
+    out: dict[str, list[Story]] = {spec.key: [] for spec in specs}
+    by_tag = {spec.tag: out[spec.key] for spec in specs if spec.tag is not None}
+    langs = [(k, out[k]) for k in ("en", "zh") if k in out]
+    every = out.get("all")
+    if limit <= 0:
+        return out
+    open_lists = len(out)
+    for r in ranked:
+        s = r.story
+        if every is not None and len(every) < limit:
+            every.append(s)
+            open_lists -= len(every) == limit
+        for k, lst in langs:
+            if len(lst) < limit and s.text_in(k):
+                lst.append(s)
+                open_lists -= len(lst) == limit
+        for t in dict.fromkeys(s.tags):  # a tag listed twice still adds the story once
+            lst = by_tag.get(t)
+            if lst is not None and len(lst) < limit:
+                lst.append(s)
+                open_lists -= len(lst) == limit
+        if open_lists <= 0:
+            break
+    return out
 
 
-def build_files(config: Config, stories: Sequence[Story], now: datetime,
-                env: Any = None) -> tuple[dict[str, bytes], list[str]]:
-    """Every published file as relpath → bytes, and the feed relpaths. Pure: no I/O.
-    `env` overrides the Jinja2 environment (tests pin templates owned by others)."""
-    ranked = rank(list(stories), now, config.rank)
-    slugs = tag_slugs({t for s in stories for t in s.tags}, config.tags)
-    specs = catalog(config.site.title, config.site.description, slugs)
-    site = Site(config.site, slugs, specs, env=env)
-    base = site.base_url
-    limit = max(0, config.feeds.items)
-    files: dict[str, bytes] = {}
-    feed_paths: list[str] = []
-    content_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+@dataclass
+class Plan:
+    """Everything but the story bodies: ranking, feeds, their selections, the site renderer."""
 
-    def item(story: Story, spec: FeedSpec) -> FeedItem:
+    config: Config
+    stories: Sequence[Story]
+    ranked: list[Ranked]
+    slugs: dict[str, str]
+    specs: list[FeedSpec]
+    site: Site
+    chosen: dict[str, list[Story]]
+    limit: int
+    _content: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.site.base_url
+
+    @property
+    def top(self) -> list[Story]:
+        return self.chosen.get("all", [])
+
+    def feed_paths(self) -> list[str]:
+        return [spec.path(fmt) for spec in self.specs for fmt, _, _, _ in FORMATS]
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def _item(self, story: Story, spec: FeedSpec) -> FeedItem:
         # `en`/`zh` feeds show the story in that language; mixed feeds in all its languages,
         # titled in its first one.
         code = (story.text_in(spec.language) if spec.language in ("en", "zh") else None) \
             or story.languages[0]
         codes = (code,) if spec.language in ("en", "zh") else tuple(story.languages)
         key = (story.id, codes)
-        if key not in content_cache:
-            content_cache[key] = site.story_html(story, codes)
+        content = self._content.get(key)
+        if content is None:
+            content = self._content[key] = self.site.story_html(story, codes)
         return FeedItem(
             id=story_urn(story.id),
-            url=join_url(base, story_path(story.id)),
+            url=join_url(self.base, story_path(story.id)),
             title=story.title.get(code) or next(iter(story.title.values()), story.id),
             lang=code,
             published=story.published,
             updated=max(story.updated, story.published),
             tags=tuple(story.tags),
             summary_text=" ".join(story.tldr.get(code) or []),
-            summary_html=site.tldr_html(story, code),
-            content_html=content_cache[key],
+            summary_html=self.site.tldr_html(story, code),
+            content_html=content,
         )
 
-    for spec in specs:
-        chosen = _spec_selection(spec, ranked, limit)
+    def feed(self, spec: FeedSpec, full: Callable[[Story], Story]) -> dict[str, bytes]:
+        """The three files of one feed; `full` maps a (possibly index-only) story to the
+        story with its body."""
         feed = Feed(
             title=spec.title, description=spec.description, language=spec.language,
-            feed_id=spec.feed_id, home_url=join_url(base, spec.home),
-            urls={link["fmt"]: link["href"] for link in spec.links(base)},
-            author=config.site.author, items=tuple(item(s, spec) for s in chosen),
+            feed_id=spec.feed_id, home_url=join_url(self.base, spec.home),
+            urls={link["fmt"]: link["href"] for link in spec.links(self.base)},
+            author=self.config.site.author,
+            items=tuple(self._item(full(s), spec) for s in self.chosen[spec.key]),
         )
-        ff = feed_files(spec, feed)
-        files.update(ff)
-        feed_paths.extend(ff)
+        return feed_files(spec, feed)
+
+    def tag_page(self, spec: FeedSpec) -> bytes:
+        return self.site.tag_page(spec, self.chosen[spec.key])  # cards: index fields only
+
+    def story_page(self, story: Story) -> bytes:
+        return self.site.story_page(story)
+
+    def index(self) -> bytes:
+        return self.site.index_page(self.top)
+
+    def opml(self) -> bytes:
+        return self.site.opml()
+
+
+def make_plan(config: Config, stories: Sequence[Story], now: datetime, env: Any = None) -> Plan:
+    """Rank `stories` (index records suffice) and decide every feed's selection."""
+    ranked = rank(list(stories), now, config.rank)
+    slugs = tag_slugs({t for s in stories for t in s.tags}, config.tags)
+    specs = catalog(config.site.title, config.site.description, slugs)
+    limit = max(0, config.feeds.items)
+    return Plan(config=config, stories=stories, ranked=ranked, slugs=slugs, specs=specs,
+                site=Site(config.site, slugs, specs, env=env),
+                chosen=choose(specs, ranked, limit), limit=limit)
+
+
+def build_files(config: Config, stories: Sequence[Story], now: datetime,
+                env: Any = None) -> tuple[dict[str, bytes], list[str]]:
+    """Every published file as relpath → bytes, and the feed relpaths. Pure: no I/O.
+    `env` overrides the Jinja2 environment (tests pin templates owned by others)."""
+    plan = make_plan(config, stories, now, env)
+    files: dict[str, bytes] = {}
+    for spec in plan.specs:
+        files.update(plan.feed(spec, _identity))
         if spec.tag is not None and spec.slug is not None:
-            files[tag_page_path(spec.slug)] = site.tag_page(spec, chosen)
+            files[tag_page_path(spec.slug)] = plan.tag_page(spec)
     for story in stories:
-        files[story_path(story.id)] = site.story_page(story)
-    files["index.html"] = site.index_page([r.story for r in ranked[:limit]])
-    files["feeds.opml"] = site.opml()
-    return files, feed_paths
+        files[story_path(story.id)] = plan.story_page(story)
+    files["index.html"] = plan.index()
+    files["feeds.opml"] = plan.opml()
+    return files, plan.feed_paths()
+
+
+def _identity(s: Story) -> Story:
+    return s
+
+
+# --- build keys ---------------------------------------------------------------------------
+
+
+def _h(*parts: Any) -> str:
+    return hashlib.blake2b(repr(parts).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+# The modules whose code shapes the published bytes: a change to any of them rebuilds all.
+_CODE = ("digest.models", "digest.rank", "digest.feeds", "digest.site", "digest.output",
+         "digest.pipeline.publishing")
+_LIBS = ("jinja2", "markupsafe", "lxml", "feedgen", "orjson")
+
+
+@cache
+def _code_key() -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for name in _CODE:
+        mod = sys.modules.get(name)
+        src = getattr(mod, "__file__", None)
+        h.update(Path(src).read_bytes() if src else name.encode())
+    for name in _LIBS:
+        try:
+            h.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(name.encode())
+    return h.hexdigest()
+
+
+def _templates_key(root: Path = WEB_TEMPLATES) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def build_key(config: Config) -> str:
+    """What every file depends on besides the stories: settings, templates, code."""
+    return _h("build/1", config.site, config.feeds.items, config.rank, sorted(config.tags.items()),
+              _templates_key(), _code_key())
+
+
+def store_signature(store_path: Path) -> str:
+    """Identity of the store's index files (inode, mtime, size). Every story write replaces
+    an index shard (docs/ARCHITECTURE.md, "Store layout"), so an equal signature means the
+    same stories; a write between this and reading the index only causes a rebuild later."""
+    rows = []
+    try:
+        with os.scandir(Path(store_path) / "index") as it:
+            for e in it:
+                if e.name.endswith(".json"):
+                    st = e.stat()
+                    rows.append((e.name, st.st_ino, st.st_mtime_ns, st.st_size))
+    except FileNotFoundError:
+        return "none"
+    return _h(sorted(rows))
+
+
+def _ts(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+def _story_sig(s: Story, content_hash: str | None, slugs: dict[str, str]) -> str:
+    # Content hash covers text, tags, scores, languages; times and tag slugs are separate.
+    return f"{s.id}|{content_hash}|{_ts(s.published)}|{_ts(s.updated)}|" + \
+        "/".join(slugs.get(t, "") for t in s.tags)
+
+
+def file_keys(plan: Plan, hashes: dict[str, str | None]) -> dict[str, str]:
+    """relpath → build key, for every file of the plan."""
+    sig = {s.id: _story_sig(s, hashes.get(s.id), plan.slugs) for s in plan.stories}
+    keys: dict[str, str] = {}
+    all_specs = _h([(s.key, s.title, s.description, s.language, s.tag, s.slug, s.home)
+                    for s in plan.specs])
+    for spec in plan.specs:
+        items = [sig[s.id] for s in plan.chosen[spec.key]]
+        spec_id = (spec.key, spec.title, spec.description, spec.language, spec.tag, spec.slug, spec.home)
+        k = _h("feed", spec_id, items)
+        for fmt, _, _, _ in FORMATS:
+            keys[spec.path(fmt)] = k
+        if spec.tag is not None and spec.slug is not None:
+            keys[tag_page_path(spec.slug)] = _h("tag", spec_id, items)
+    for s in plan.stories:
+        keys[story_path(s.id)] = "s|" + sig[s.id]
+    keys["index.html"] = _h("index", all_specs, [sig[s.id] for s in plan.top])
+    keys["feeds.opml"] = _h("opml", all_specs)
+    return keys
 
 
 # --- publishing (I/O) ---------------------------------------------------------------------
+
+
+def _unchanged_report(tree: Tree, out: Path, build: str, sig: str, now: datetime) -> PublishReport | None:
+    """The report of a publish that would change nothing, or None when that is not known
+    without reading the store: same build key, same store index files, every file as the
+    last run left it, and no story newer than `now` (the rank order does not depend on
+    `now` otherwise; see digest.rank.order_key)."""
+    meta = tree.meta
+    if tree.build != build or meta.get("store") != sig or meta.get("future", True):
+        return None
+    if not isinstance(meta.get("max_published"), int) or now.timestamp() < meta["max_published"]:
+        return None
+    if not tree.all_fresh():
+        return None
+    return PublishReport(output=out, unchanged=sorted(tree.previous),
+                         feeds=list(meta.get("feeds") or []), stories=int(meta.get("stories") or 0))
 
 
 def publish(config: Config, now: datetime | None = None) -> PublishReport:
@@ -165,15 +356,89 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
     files whose bytes did not change are not touched, and files of vanished tags or stories
     are removed."""
     now = now or datetime.now(UTC)
-    store = _open_store(config)
-    index = store.list_stories()
-    # Bodies are needed for every story page; the index records alone rank and select.
-    stories = store.get_stories([s.id for s in index]) if index else []
-    files, feed_paths = build_files(config, stories, now)
     out = Path(config.feeds.output)
-    report = write_tree(out, files)
+    store = _open_store(config)
+    build = build_key(config)
+    with open_tree(out) as tree:
+        sig = store_signature(config.store.path)
+        done = _unchanged_report(tree, out, build, sig, now)
+        if done is not None:
+            return done
+        index = store.list_stories()
+        plan = make_plan(config, index, now)
+        hashes = {s.id: store.story_hash(s.id) for s in index}
+        keys = file_keys(plan, hashes)
+        valid = tree.build == build
+
+        def fresh(rel: str) -> bool:
+            return valid and tree.fresh(rel, keys[rel])
+
+        kept: list[str] = []
+        same: list[str] = []
+
+        def emit(rel: str, data: bytes) -> None:
+            if tree.differs(rel, data):
+                tree.stage(rel, data)
+            else:
+                same.append(rel)
+
+        # Which feeds and story pages must be rebuilt; only their stories' bodies are read.
+        stale_specs = []
+        for spec in plan.specs:
+            paths = [spec.path(fmt) for fmt, _, _, _ in FORMATS]
+            if all(fresh(p) for p in paths):
+                kept.extend(paths)
+            else:
+                stale_specs.append(spec)
+        stale_pages = []
+        for s in index:
+            if fresh(story_path(s.id)):
+                kept.append(story_path(s.id))
+            else:
+                stale_pages.append(s)
+
+        bodies: dict[str, Story] = {}
+        need = {s.id for spec in stale_specs for s in plan.chosen[spec.key]}
+        for sid in sorted(need):
+            full = store.get_story(sid)
+            if full is not None:
+                bodies[sid] = full
+
+        def body(s: Story) -> Story:
+            return bodies.get(s.id) or s
+
+        for spec in stale_specs:
+            for rel, data in plan.feed(spec, body).items():
+                emit(rel, data)
+        for spec in plan.specs:
+            if spec.tag is not None and spec.slug is not None:
+                rel = tag_page_path(spec.slug)
+                if fresh(rel):
+                    kept.append(rel)
+                else:
+                    emit(rel, plan.tag_page(spec))
+        for rel, make in (("index.html", plan.index), ("feeds.opml", plan.opml)):
+            if fresh(rel):
+                kept.append(rel)
+            else:
+                emit(rel, make())
+        _story_pages(store, plan, stale_pages, bodies, emit)
+
+        max_pub = max((_ts(s.published) for s in index), default=0)
+        meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
+                "stories": len(index), "feeds": plan.feed_paths()}
+        report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta)
     return PublishReport(output=out, written=report.written, unchanged=report.unchanged,
-                         removed=report.removed, feeds=feed_paths, stories=len(stories))
+                         removed=report.removed, feeds=plan.feed_paths(), stories=len(index))
 
 
-__all__ = ["PublishReport", "build_files", "format_ranked", "publish", "rank_stories", "select"]
+def _story_pages(store: Any, plan: Plan, stories: Iterable[Story], bodies: dict[str, Story],
+                 emit: Callable[[str, bytes], None]) -> None:
+    """Render the pages of `stories`, loading each body unless a feed already did."""
+    for s in stories:
+        full = bodies.get(s.id) or store.get_story(s.id) or s
+        emit(story_path(s.id), plan.story_page(full))
+
+
+__all__ = ["Plan", "PublishReport", "build_files", "build_key", "choose", "file_keys",
+           "format_ranked", "make_plan", "publish", "rank_stories", "select", "store_signature"]
