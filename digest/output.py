@@ -397,7 +397,8 @@ def open_tree(outdir: Path) -> Iterator[Tree]:
             pending = _read_pending(outdir)
             _clean_temp(outdir)
             tree = Tree(outdir)
-            tree.previous = sorted(set(tree.previous) | pending)
+            if pending:
+                tree.previous = sorted(set(tree.previous) | pending)
             if tree.previous and not tree.entries:
                 _clean_legacy_temp(outdir)
         except OSError as e:

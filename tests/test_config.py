@@ -174,10 +174,10 @@ def test_two_digests_load(tmp_path: Path) -> None:
 
 
 def test_tags_table(tmp_path: Path) -> None:
-    text, _ = edit('# "安全" = "security"', '"安全" = "security"')
+    text, _ = edit('"政策" = "policy"', '"政策" = "policy-news"')
     cfg = load_config(write(tmp_path, text))
-    assert cfg.tags == {"安全": "security"}
-    text, line = edit('# "安全" = "security"', '"安全" = "安全"')
+    assert cfg.tags == {"安全": "security", "政策": "policy-news", "大模型": "llm"}
+    text, line = edit('"安全" = "security"', '"安全" = "安全"')
     err = error_of(tmp_path, text)
     assert err.message.endswith(f":{line}: [tags].安全: '安全' is not an ASCII slug")
 
