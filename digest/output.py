@@ -218,10 +218,12 @@ class Tree:
         if old is not None:
             _unlink(old.result())
 
-    @property
-    def staging_dir(self) -> Path:
-        self._tmpdir.mkdir(exist_ok=True)
-        return self._tmpdir
+    def take_staged(self) -> list[tuple[str, str]]:
+        """Wait for this process's staged files and hand them over as (relpath, temp path)
+        (a worker process; the parent `adopt`s them)."""
+        out = [(rel, str(fut.result())) for rel, fut in self._staged.items()]
+        self._staged.clear()
+        return out
 
     def differs(self, rel: str, data: bytes) -> bool:
         """Whether `data` differs from the file now at `rel` (compares bytes)."""
