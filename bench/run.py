@@ -142,9 +142,15 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
             for p in root.rglob("*") if p.is_file()}
 
 
-def changed_files(before: dict, after: dict) -> int:
-    return sum(1 for k, v in after.items() if before.get(k) != v) + \
-        sum(1 for k in before if k not in after)
+def _hidden(rel: str) -> bool:
+    """The publisher's own bookkeeping (.digest-manifest.json, locks): never served."""
+    return any(part.startswith(".") for part in Path(rel).parts)
+
+
+def changed_files(before: dict, after: dict, hidden: bool = False) -> int:
+    """Published files (or, with `hidden`, bookkeeping files) written, replaced or removed."""
+    keys = [k for k, v in after.items() if before.get(k) != v] + [k for k in before if k not in after]
+    return sum(1 for k in keys if _hidden(k) == hidden)
 
 
 def corpus(n: int, m: int) -> tuple[Path, list[Path], Path]:
@@ -190,7 +196,7 @@ class Bench:
         self.figures.setdefault(name, []).append(value)
 
     def measure(self, label: str, step: str, wd: Path, k: int, **args: Any) -> dict | None:
-        prof = label if (self.a.profile == label and k == 0) else None
+        prof = label if (label in (self.a.profile or ()) and k == 0) else None
         r = child(step, wd, profile=prof, **args)
         self.rss.setdefault(label, []).append(r["maxrss_mb"])
         if "error" in r:
@@ -253,7 +259,9 @@ def phase_publish(b: Bench, store: Path, extra: list[Path]) -> None:
         before = snapshot(wd / "public")
         r = b.measure("republish", "publish", wd, k)
         b.add("republish_s", r and r["seconds"])
-        b.add("republish_written", r and changed_files(before, snapshot(wd / "public")))
+        after = snapshot(wd / "public")
+        b.add("republish_written", r and changed_files(before, after))
+        b.add("republish_meta_written", r and changed_files(before, after, hidden=True))
         shutil.rmtree(wd, ignore_errors=True)
     for k in range(b.a.runs):
         wd = fresh(f"publish-one-{k}", store=store, public=pub_tmpl)
@@ -356,7 +364,8 @@ ROWS = [  # (figure, label)
     ("publish_full_s", "full publish from the N-story store (s)"),
     ("publish_full_files", "  … files written"),
     ("republish_s", "republish, nothing new (s)"),
-    ("republish_written", "  … files written (must be 0)"),
+    ("republish_written", "  … published files written (must be 0)"),
+    ("republish_meta_written", "  … bookkeeping dot-files rewritten"),
     ("publish_one_s", "publish after one new story (s)"),
     ("publish_one_written", "  … files written"),
     ("publish_one_vs_full", "  … / full publish"),
@@ -426,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=4, help="SMTP concurrency for digests and smtp-source")
     ap.add_argument("--only", nargs="*", choices=["ingest", "publish", "send"],
                     help="phases to run (ingest always runs when a later phase needs its store)")
-    ap.add_argument("--profile", help="cProfile the first run of this step (e.g. publish_full) "
-                                      "into bench/out/profile-STEP.txt")
+    ap.add_argument("--profile", nargs="*", metavar="STEP",
+                    help="cProfile the first run of these steps (e.g. publish_full send_digests) "
+                         "into DATA/profile-STEP.txt")
     ap.add_argument("--with-store-bench", action="store_true",
                     help="also run the store engineer's bench/bench_store.py and fold in its lines")
     ap.add_argument("--out", type=Path, help="results JSON (default DATA/results.json)")

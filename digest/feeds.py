@@ -7,7 +7,8 @@ Which tool builds what, and why (feedgen 1.0 traps measured in DESIGN.md):
 - Atom 1.0: lxml directly. feedgen drops entry link attributes (`type`, `hreflang`), cannot
   set a per-entry `xml:lang` (the `all` and tag feeds mix languages) and stamps `updated`
   with the build time.
-- JSON Feed 1.1: the json module; feedgen has no JSON Feed.
+- JSON Feed 1.1: orjson (same bytes as the json module's indent=2, faster); feedgen has no
+  JSON Feed.
 Every string is passed through `xml_text` first: XML 1.0 cannot hold most control
 characters (lxml raises), and C1 controls are discouraged. `<`, `&` and `]]>` are left
 alone: the serializers escape them, and nothing here uses CDATA.
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
@@ -305,7 +307,13 @@ def json_feed(feed: Feed) -> dict:
 
 
 def json_bytes(feed: Feed) -> bytes:
-    return (json.dumps(json_feed(feed), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    """`json.dumps(..., ensure_ascii=False, indent=2)` + newline, byte for byte, by orjson
+    (json's indenting encoder is pure Python: ~10x slower on 50 items of whole stories)."""
+    obj = json_feed(feed)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+    except orjson.JSONEncodeError:  # a lone surrogate (in an id): the old path, same error
+        return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
 def feed_files(spec: FeedSpec, feed: Feed) -> dict[str, bytes]:

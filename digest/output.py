@@ -22,11 +22,11 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,9 +39,7 @@ TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".part"
 # Paths a run is about to create, written before its renames (in STAGING): a run killed
 # before its final manifest leaves files that the next run must know it may prune.
 PENDING = f"{TMP_PREFIX}pending{TMP_SUFFIX}"
-# Creating an inode costs 0.1-1 ms on this VM's ext4 and releases the GIL: a few threads
-# overlap it with rendering in the main thread.
-WRITER_THREADS = 4
+SYNCFS_OVER = 64  # more staged files than this: one syncfs instead of one fsync each
 
 
 @dataclass
@@ -49,6 +47,14 @@ class WriteReport:
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+
+
+class Staged(NamedTuple):
+    """A temp file holding a changed file's new bytes, with its size and mtime."""
+
+    tmp: str
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,22 @@ def _read_manifest(outdir: Path) -> dict[str, Any]:
 _libc: Any = None
 
 
+def _umask_strips_644() -> bool:
+    """Whether the process umask would take read bits off a 0644 file (read from /proc:
+    setting the umask to read it would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return bool(int(line.split()[1], 8) & 0o644)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True  # unknown: always chmod
+
+
+_UMASK_STRIPS_644 = _umask_strips_644()
+
+
 def _syncfs(path: Path) -> None:
     """Flush the file system holding `path` (one journal commit for all staged files)."""
     global _libc
@@ -120,6 +142,14 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _unlink(p: Path) -> None:
     try:
         p.unlink()
@@ -132,6 +162,7 @@ class Tree:
 
     def __init__(self, outdir: Path) -> None:
         self.outdir = outdir
+        self._root = os.path.join(outdir, "")
         m = _read_manifest(outdir)
         self.previous: list[str] = m["files"]
         self.build: str | None = m.get("build") if isinstance(m.get("build"), str) else None
@@ -143,12 +174,12 @@ class Tree:
                 self.entries[str(rel)] = Entry(key if isinstance(key, str) else None, int(size), int(mtime))
             except (TypeError, ValueError):
                 continue
-        self._staged: dict[str, Future[Path]] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._staged: dict[str, Staged] = {}
+        self._dirs: dict[str, bool] = {}  # relative dir → existed when first asked
+        self._need_dir = True
         self._tmpdir = outdir / STAGING
         self._seq = 0
         self._seq_lock = threading.Lock()
-        self._inflight = threading.BoundedSemaphore(256)
 
     # --- reading the manifest ----------------------------------------------------------
 
@@ -159,7 +190,7 @@ class Tree:
         if e is None or e.key != key:
             return False
         try:
-            st = os.stat(self.outdir / rel)
+            st = os.stat(self._root + rel)  # a str join: pathlib costs more than the stat
         except OSError:
             return False
         return st.st_size == e.size and st.st_mtime_ns == e.mtime_ns
@@ -178,69 +209,65 @@ class Tree:
             n = self._seq
         return self._tmpdir / f"{TMP_PREFIX}{os.getpid()}-{n}{TMP_SUFFIX}"
 
-    def _stage_one(self, data: bytes) -> Path:
+    def _stage_one(self, data: bytes) -> Staged:
         tmp = self._tmp_path()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.fchmod(fd, 0o644)  # a web server must read these, whatever the umask
+            if _UMASK_STRIPS_644:
+                os.fchmod(fd, 0o644)  # a web server must read these, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            st = os.fstat(fd)  # a rename keeps size and mtime: the manifest's stat
         except BaseException:
             os.close(fd)
             _unlink(tmp)
             raise
         os.close(fd)
-        return tmp
+        return Staged(str(tmp), st.st_size, st.st_mtime_ns)
 
     def stage(self, rel: str, data: bytes) -> None:
-        """Start writing a temp file for `rel` in the background (renamed by `commit`).
-        The caller has decided the bytes differ from the file's (see `differs`)."""
+        """Write a temp file for `rel` (renamed into place by `commit`). The caller has
+        decided the bytes differ from the file's (see `differs`)."""
         rel = _check_relpath(rel)
-        if self._pool is None:
+        if self._need_dir:
             self._tmpdir.mkdir(exist_ok=True)
-            self._pool = ThreadPoolExecutor(max_workers=WRITER_THREADS,
-                                            thread_name_prefix="digest-writer")
-        self._inflight.acquire()  # bound the bytes waiting for a writer thread
-        fut = self._pool.submit(self._stage_one, data)
-        fut.add_done_callback(lambda _f: self._inflight.release())
-        old = self._staged.pop(rel, None)
-        self._staged[rel] = fut
-        if old is not None:  # staged twice: the last bytes win, the first temp goes
-            _unlink(old.result())
+            self._need_dir = False
+        try:
+            staged = self._stage_one(data)
+        except OSError as e:
+            raise _os_error(self.outdir, e, None) from e
+        self.adopt(rel, staged)
 
-    def adopt(self, rel: str, tmp: Path) -> None:
-        """Take a temp file another process staged in `staging_dir` for `rel`."""
-        fut: Future[Path] = Future()
-        fut.set_result(Path(tmp))
+    def adopt(self, rel: str, staged: Staged) -> None:
+        """Take a staged temp file (from `stage`, here or in a forked worker) for `rel`."""
         old = self._staged.pop(_check_relpath(rel), None)
-        self._staged[rel] = fut
-        if old is not None:
-            _unlink(old.result())
+        self._staged[rel] = Staged(*staged)
+        if old is not None:  # staged twice: the last bytes win, the first temp goes
+            _unlink(Path(old.tmp))
 
-    def take_staged(self) -> list[tuple[str, str]]:
-        """Wait for this process's staged files and hand them over as (relpath, temp path)
-        (a worker process; the parent `adopt`s them)."""
-        out = [(rel, str(fut.result())) for rel, fut in self._staged.items()]
+    def take_staged(self) -> list[tuple[str, Staged]]:
+        """Hand this process's staged files over (a forked worker; the parent `adopt`s
+        them) and forget them here."""
+        out = list(self._staged.items())
         self._staged.clear()
         return out
 
     def differs(self, rel: str, data: bytes) -> bool:
-        """Whether `data` differs from the file now at `rel` (compares bytes)."""
-        return not _same(self.outdir / rel, data)
+        """Whether `data` differs from the file now at `rel` (compares bytes). In a
+        directory that did not exist when first asked (a first publish) nothing is looked up."""
+        parent = rel.rpartition("/")[0]
+        there = self._dirs.get(parent)
+        if there is None:
+            there = self._dirs[parent] = (self.outdir / parent).is_dir()
+        return not there or not _same(self.outdir / rel, data)
 
     def _drop_staged(self) -> None:
-        for fut in self._staged.values():
-            try:
-                _unlink(fut.result())
-            except BaseException:  # noqa: S110 - the failure itself is being reported
-                pass
+        for staged in self._staged.values():
+            _unlink(Path(staged.tmp))
         self._staged.clear()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
         self._drop_staged()
 
     # --- committing -----------------------------------------------------------------------
@@ -263,28 +290,27 @@ class Tree:
         new = wanted - set(self.previous)
         entries = dict(self.entries)
         try:
-            temps = [(self._staged[rel].result(), rel) for rel in staged_rels]
-            self._staged.clear()
+            temps = [(self._staged[rel], rel) for rel in staged_rels]
             pending = self._tmpdir / PENDING
             if new:
                 # Record new paths before they exist: a kill between rename and the final
                 # manifest write must not leave files that no later run knows it may prune.
                 self._tmpdir.mkdir(exist_ok=True)
                 pending.write_bytes(orjson.dumps(sorted(new)))
-            if temps or new:
-                # Staged bytes (and the pending list) durable before any rename: a crash
-                # never leaves a renamed, empty file behind. One flush, not one per file.
-                _syncfs(self.outdir)
+            many = len(temps) > SYNCFS_OVER
+            # Staged bytes (and the pending list) durable before any rename: a crash never
+            # leaves a renamed, empty file behind.
+            self._durable([Path(t.tmp) for t, _ in temps] + ([pending] if new else []), many)
             made: set[Path] = set()
-            for tmp, rel in temps:
+            for staged, rel in temps:
                 target = self.outdir / rel
                 if target.parent not in made:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
-                os.replace(tmp, target)
+                os.replace(staged.tmp, target)
+                del self._staged[rel]
                 report.written.append(rel)
-                st = os.stat(target)
-                entries[rel] = Entry(keys.get(rel), st.st_size, st.st_mtime_ns)
+                entries[rel] = Entry(keys.get(rel), staged.size, staged.mtime_ns)
             for rel in same | kept:
                 e = entries.get(rel)
                 k = keys.get(rel)
@@ -311,10 +337,13 @@ class Tree:
                     report.removed.append(rel)
             _prune_dirs(self.outdir, report.removed)
             final = wanted | set(keep_listed)
-            self._write_manifest(final, {r: e for r, e in entries.items() if r in final},
-                                 build, meta or {}, sync=not temps)
-            if temps:
-                _syncfs(self.outdir)  # the renames and the manifest, in one flush
+            wrote = self._write_manifest(final, {r: e for r, e in entries.items() if r in final},
+                                         build, meta or {}, sync=not many)
+            # The renames (and the manifest's) durable. A directory created here may still
+            # be lost in a power cut; the next publish then finds its files missing (stat)
+            # and writes them again.
+            self._durable(sorted(made | ({self.outdir} if wrote or report.removed else set())),
+                          many)
             _unlink(pending)
         except OSError as e:
             raise _os_error(self.outdir, e, report) from e
@@ -322,8 +351,21 @@ class Tree:
             self._drop_staged()
         return report
 
+    def _durable(self, paths: list[Path], many: bool) -> None:
+        """fsync `paths` (files or directories), or flush the whole file system once when
+        there are many: 10k fsyncs cost ~30 s here, one syncfs well under a second."""
+        if many:
+            _syncfs(self.outdir)
+        elif len(paths) == 1:
+            _fsync_path(paths[0])
+        elif paths:
+            # Concurrent fsyncs share journal commits.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(_fsync_path, paths))
+
     def _write_manifest(self, paths: set[str], entries: dict[str, Entry], build: str | None,
-                        meta: dict[str, Any], sync: bool) -> None:
+                        meta: dict[str, Any], sync: bool) -> bool:
+        """Write the manifest if it changed; True if it did."""
         doc: dict[str, Any] = {"files": sorted(paths)}
         if build is not None:
             doc["build"] = build
@@ -345,6 +387,8 @@ class Tree:
             finally:
                 os.close(fd)
             os.replace(tmp, mpath)
+            return True
+        return False
 
 
 def _prune_dirs(outdir: Path, rels: Iterable[str]) -> None:

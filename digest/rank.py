@@ -74,12 +74,22 @@ def order_key(base: float, published: float, now: float, half_life_hours: float,
 
 
 def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Ranked]:
-    """All stories scored at `now`, best first."""
+    """All stories scored at `now`, best first (the same numbers as `score_story`, computed
+    with plain floats: this runs over the whole store on every publish)."""
     now_ts = now.timestamp()
-    hl = rank_cfg.half_life_hours
+    hl = float(rank_cfg.half_life_hours)
+    default = float(rank_cfg.default_score)
     keyed = []
     for s in stories:
-        r = score_story(s, now, rank_cfg)
-        keyed.append((order_key(r.parts["base"], s.published.timestamp(), now_ts, hl, s.id), r))
-    keyed.sort(key=lambda kr: kr[0])
+        p = s.published.timestamp()
+        age = max(0.0, (now_ts - p) / 3600.0)
+        base = base_score(s, rank_cfg) if s.scores else default
+        d = 0.5 ** (age / hl) if hl > 0 else 1.0
+        r = Ranked(story=s, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
+        keyed.append((order_key(base, p, now_ts, hl, s.id), r))
+    keyed.sort(key=_first)
     return [r for _, r in keyed]
+
+
+def _first(pair: tuple[Any, Ranked]) -> Any:
+    return pair[0]

@@ -124,6 +124,6 @@ def trials(n: int, seed: int, cmd: Sequence[str] | Callable[[int], Sequence[str]
     return figures
 
 
-def kill_window(startup: float, full: float) -> tuple[float, float]:
-    """Aim most kills past the imports, into the work, and a few past the end."""
-    return (startup * 0.7, max(full * 1.1, startup + 0.05))
+def kill_window(startup: float, full: float, tail: float = 1.1) -> tuple[float, float]:
+    """Aim most kills past the imports, into the work (and with tail > 1 a few past the end)."""
+    return (startup * 0.7, max(full * tail, startup + 0.05))

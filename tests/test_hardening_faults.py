@@ -157,3 +157,44 @@ def test_cli_send_against_a_dead_server_exits_1_without_a_traceback(tmp_path):
         assert "Traceback" not in r.stderr + r.stdout
         assert "failed 4" in r.stdout and "not delivered to" in r.stdout, r.stdout
         assert "421" in r.stdout
+
+
+def _random_mix(tmp_path: Path, seed: int) -> tuple[int, int]:
+    """Several faults at once, drawn at random; returns (copies beyond one, reruns needed)."""
+    import random
+
+    rng = random.Random(seed)
+    faults = Faults(rcpt_4xx=rng.randint(0, 2), data_4xx=rng.randint(0, 2),
+                    drop_data=rng.randint(0, 1), drop_after_data=rng.randint(0, 1))
+    more = More(greet_421=rng.randint(0, 2),
+                drop_at=rng.choice(["", "ehlo", "mail", "rcpt", "data"]), drops=rng.randint(0, 2),
+                stall_at=rng.choice(["", "greeting", "rcpt", "data"]), stalls=rng.randint(0, 1),
+                stall_seconds=1.0)
+    # only the ambiguous faults (kept, then the reply lost or late) may double a message
+    ambiguous = faults.drop_after_data + (more.stalls if more.stall_at == "data" else 0)
+    with FaultServer(faults=faults, more=more) as srv:
+        config = _project(tmp_path, srv, timeout=0.5, retries=2, pool_size=rng.randint(1, 3))
+        reruns = 0
+        report = _send(config)
+        while report.failed and reruns < 10:  # the operator's rerun, until the faults run out
+            reruns += 1
+            report = _send(config)
+        assert not report.failed, report.lines()
+        ids = srv.message_ids()
+        assert sorted(ids) == EMAILS, ids
+        assert all(len(set(v)) == 1 for v in ids.values()), ids  # duplicates share an id
+        doubled = sum(len(v) - 1 for v in ids.values())
+        assert doubled <= ambiguous, (doubled, ambiguous, srv.events)
+        return doubled, reruns
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_fault_mixes(tmp_path, seed) -> None:
+    _random_mix(tmp_path, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 160))
+def test_random_fault_mixes_many(tmp_path, seed) -> None:
+    doubled, reruns = _random_mix(tmp_path, seed)
+    print(f"\nfault mix {seed}: doubled={doubled} reruns={reruns}")

@@ -12,6 +12,7 @@ be current after a stat of each file (`_unchanged_report`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -164,16 +165,17 @@ class Plan:
 
     # --- rendering ----------------------------------------------------------------------
 
-    def _item(self, story: Story, spec: FeedSpec) -> FeedItem:
+    def _item(self, story: Story, spec: FeedSpec, full: Callable[[Story], Story]) -> FeedItem:
         # `en`/`zh` feeds show the story in that language; mixed feeds in all its languages,
-        # titled in its first one.
+        # titled in its first one. Only the content needs the body (`full`); the rest is in
+        # the index record.
         code = (story.text_in(spec.language) if spec.language in ("en", "zh") else None) \
             or story.languages[0]
         codes = (code,) if spec.language in ("en", "zh") else tuple(story.languages)
         key = (story.id, codes)
         content = self._content.get(key)
         if content is None:
-            content = self._content[key] = self.site.story_html(story, codes)
+            content = self._content[key] = self.site.story_html(full(story), codes)
         return FeedItem(
             id=story_urn(story.id),
             url=join_url(self.base, story_path(story.id)),
@@ -189,15 +191,39 @@ class Plan:
 
     def feed(self, spec: FeedSpec, full: Callable[[Story], Story]) -> dict[str, bytes]:
         """The three files of one feed; `full` maps a (possibly index-only) story to the
-        story with its body."""
+        story with its body, called only for content not already known (`reuse_content`)."""
         feed = Feed(
             title=spec.title, description=spec.description, language=spec.language,
             feed_id=spec.feed_id, home_url=join_url(self.base, spec.home),
             urls={link["fmt"]: link["href"] for link in spec.links(self.base)},
             author=self.config.site.author,
-            items=tuple(self._item(full(s), spec) for s in self.chosen[spec.key]),
+            items=tuple(self._item(s, spec, full) for s in self.chosen[spec.key]),
         )
         return feed_files(spec, feed)
+
+    def reuse_content(self, spec: FeedSpec, old_items: Sequence[dict], old_sigs: Sequence[str],
+                      sigs: dict[str, str]) -> int:
+        """Take item content from this feed's previous JSON Feed (`old_items`, built with the
+        same templates and code) for every story whose signature (content hash, times, tag
+        slugs) is the one it had then: no body to load, no fragment to render. Its
+        `content_html` is `story_html` exactly (that output holds no character `xml_text`
+        strips). Returns how many were taken."""
+        if len(old_items) != len(old_sigs):
+            return 0
+        by_id = {s.id: s for s in self.chosen[spec.key]}
+        taken = 0
+        for item, old in zip(old_items, old_sigs, strict=True):
+            uid = item.get("id") if isinstance(item, dict) else None
+            sid = uid[len(_URN):] if isinstance(uid, str) and uid.startswith(_URN) else None
+            story = by_id.get(sid) if sid is not None else None
+            content = item.get("content_html") if story is not None else None
+            if story is None or sigs.get(story.id) != old or not isinstance(content, str):
+                continue
+            codes = (item.get("language"),) if spec.language in ("en", "zh") \
+                else tuple(story.languages)
+            self._content.setdefault((story.id, codes), content)
+            taken += 1
+        return taken
 
     def tag_page(self, spec: FeedSpec) -> bytes:
         return self.site.tag_page(spec, self.chosen[spec.key])  # cards: index fields only
@@ -242,6 +268,9 @@ def build_files(config: Config, stories: Sequence[Story], now: datetime,
 
 def _identity(s: Story) -> Story:
     return s
+
+
+_URN = story_urn("")
 
 
 # --- build keys ---------------------------------------------------------------------------
@@ -312,9 +341,13 @@ def _story_sig(s: Story, content_hash: str | None, slugs: dict[str, str]) -> str
         "/".join(slugs.get(t, "") for t in s.tags)
 
 
-def file_keys(plan: Plan, hashes: dict[str, str | None]) -> dict[str, str]:
-    """relpath → build key, for every file of the plan."""
-    sig = {s.id: _story_sig(s, hashes.get(s.id), plan.slugs) for s in plan.stories}
+def story_sigs(plan: Plan, hashes: dict[str, str | None]) -> dict[str, str]:
+    """story id → what its page and its feed items are made from."""
+    return {s.id: _story_sig(s, hashes.get(s.id), plan.slugs) for s in plan.stories}
+
+
+def file_keys(plan: Plan, sig: dict[str, str]) -> dict[str, str]:
+    """relpath → build key, for every file of the plan (`sig` from `story_sigs`)."""
     keys: dict[str, str] = {}
     all_specs = _h([(s.key, s.title, s.description, s.language, s.tag, s.slug, s.home)
                     for s in plan.specs])
@@ -368,7 +401,8 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
         index = store.list_stories()
         plan = make_plan(config, index, now)
         hashes = {s.id: store.story_hash(s.id) for s in index}
-        keys = file_keys(plan, hashes)
+        sigs = story_sigs(plan, hashes)
+        keys = file_keys(plan, sigs)
         valid = tree.build == build
 
         def fresh(rel: str) -> bool:
@@ -401,47 +435,69 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
         # Story pages are most of the work of a full publish: render them in forked workers
         # (before this process starts any writer thread) while this one builds the feeds.
         workers = _fork_pages(store, plan, tree, stale_pages)
+        try:
+            bodies: dict[str, Story] = {}
 
-        bodies: dict[str, Story] = {}
-        need = {s.id for spec in stale_specs for s in plan.chosen[spec.key]}
-        for sid in sorted(need):
-            full = store.get_story(sid)
-            if full is not None:
-                bodies[sid] = full
+            def body(s: Story) -> Story:
+                full = bodies.get(s.id)
+                if full is None:
+                    full = bodies[s.id] = _body(store, s)
+                return full
 
-        def body(s: Story) -> Story:
-            return bodies.get(s.id) or s
-
-        for spec in stale_specs:
-            for rel, data in plan.feed(spec, body).items():
-                emit(rel, data)
-        for spec in plan.specs:
-            if spec.tag is not None and spec.slug is not None:
-                rel = tag_page_path(spec.slug)
+            old_items = tree.meta.get("items") if valid and isinstance(tree.meta.get("items"), dict) else {}
+            for spec in stale_specs:
+                _reuse_feed_content(tree, plan, spec, old_items.get(spec.key), sigs)
+                for rel, data in plan.feed(spec, body).items():
+                    emit(rel, data)
+            for spec in plan.specs:
+                if spec.tag is not None and spec.slug is not None:
+                    rel = tag_page_path(spec.slug)
+                    if fresh(rel):
+                        kept.append(rel)
+                    else:
+                        emit(rel, plan.tag_page(spec))
+            for rel, make in (("index.html", plan.index), ("feeds.opml", plan.opml)):
                 if fresh(rel):
                     kept.append(rel)
                 else:
-                    emit(rel, plan.tag_page(spec))
-        for rel, make in (("index.html", plan.index), ("feeds.opml", plan.opml)):
-            if fresh(rel):
-                kept.append(rel)
-            else:
-                emit(rel, make())
-        if workers is None:
-            for s in stale_pages:
-                emit(story_path(s.id), plan.story_page(bodies.get(s.id) or _body(store, s)))
-        else:
+                    emit(rel, make())
+            if workers is None:
+                for s in stale_pages:
+                    emit(story_path(s.id), plan.story_page(body(s)))
+        except BaseException:
+            if workers is not None:
+                _reap(workers)
+            raise
+        if workers is not None:
             for staged, unchanged in _join(workers):
-                for rel, tmp in staged:
-                    tree.adopt(rel, tmp)
+                for rel, st in staged:
+                    tree.adopt(rel, st)
                 same.extend(unchanged)
 
         max_pub = max((_ts(s.published) for s in index), default=0)
         meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
-                "stories": len(index), "feeds": plan.feed_paths()}
+                "stories": len(index), "feeds": plan.feed_paths(),
+                "items": {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}}
         report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta)
     return PublishReport(output=out, written=report.written, unchanged=report.unchanged,
                          removed=report.removed, feeds=plan.feed_paths(), stories=len(index))
+
+
+def _reuse_feed_content(tree: Tree, plan: Plan, spec: FeedSpec, old_sigs: Any,
+                        sigs: dict[str, str]) -> None:
+    """Seed `plan` with the item content of this feed's last JSON Feed, if that file is
+    still exactly what the last run (same build key) wrote."""
+    rel = spec.path("json")
+    entry = tree.entries.get(rel)
+    if not isinstance(old_sigs, list) or entry is None or entry.key is None \
+            or not tree.fresh(rel, entry.key):
+        return
+    try:
+        items = json.loads((tree.outdir / rel).read_bytes())["items"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(items, list):
+        plan.reuse_content(spec, items, old_sigs, sigs)
 
 
 def _body(store: Any, s: Story) -> Story:
@@ -453,8 +509,8 @@ PARALLEL_MIN_PAGES = 400
 
 
 def _pages_chunk(store: Any, plan: Plan, tree: Tree,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], list[str]]:
-    """In a worker: render and stage pages; (staged (relpath, temp path), unchanged relpaths)."""
+                 stories: Sequence[Story]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """In a worker: render and stage pages; (staged (relpath, Staged), unchanged relpaths)."""
     same: list[str] = []
     try:
         for s in stories:
@@ -508,6 +564,14 @@ def _fork_pages(store: Any, plan: Plan, tree: Tree,
     return procs
 
 
+def _reap(procs: list[tuple[int, int]]) -> None:
+    """Wait for workers after an error here, dropping their temp files."""
+    try:
+        _join(procs)
+    except BaseException:  # noqa: BLE001, S110 - the error being raised already says it
+        pass
+
+
 def _join(procs: list[tuple[int, int]]) -> list[Any]:
     """Every worker's result, in order; the first worker's error is raised (after all
     workers have finished, so none outlives this publish)."""
@@ -527,8 +591,8 @@ def _join(procs: list[tuple[int, int]]) -> list[Any]:
                 f"publish worker {pid} died (status {status})")
     if error is not None:
         for value in results:  # the temp files of workers that did finish
-            for _, tmp in value[0]:
-                Path(tmp).unlink(missing_ok=True)
+            for _, staged in value[0]:
+                Path(staged.tmp).unlink(missing_ok=True)
         raise error
     return results
 
