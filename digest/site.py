@@ -109,6 +109,26 @@ def environment(templates: Path = WEB_TEMPLATES) -> Environment:
     return env
 
 
+_PUBLISH_ENVS: dict[tuple, Environment] = {}
+
+
+def publishing_environment(templates: Path = WEB_TEMPLATES) -> Environment:
+    """`environment()` without Jinja's per-lookup mtime check (3 stats per story page),
+    kept while no template file changes: a daemon publishing again reuses the compiled
+    templates, and an edited template (new size, mtime or inode) gets a fresh one."""
+    sig = tuple(sorted((p.name, st.st_ino, st.st_size, st.st_mtime_ns)
+                       for p in Path(templates).iterdir() if p.is_file()
+                       for st in (p.stat(),)))
+    key = (str(templates), sig)
+    env = _PUBLISH_ENVS.get(key)
+    if env is None:
+        env = environment(templates)
+        env.auto_reload = False
+        _PUBLISH_ENVS.clear()  # only the current templates are worth keeping
+        _PUBLISH_ENVS[key] = env
+    return env
+
+
 @dataclass
 class Site:
     """Renders every page of the published site; holds what all pages share."""
@@ -120,10 +140,7 @@ class Site:
 
     def __post_init__(self) -> None:
         if self.env is None:
-            self.env = environment()
-            # This Site renders one publish: templates cannot change under it, so skip
-            # Jinja's per-lookup mtime check (it stats 3 files per story page otherwise).
-            self.env.auto_reload = False
+            self.env = publishing_environment()
         self.base_url = self.site.base_url.rstrip("/") + "/"
         # One lookup per top-level template per Site (extends/includes hit Jinja's cache).
         self._templates: dict[str, Template] = {}

@@ -198,3 +198,14 @@ def test_random_fault_mixes(tmp_path, seed) -> None:
 def test_random_fault_mixes_many(tmp_path, seed) -> None:
     doubled, reruns = _random_mix(tmp_path, seed)
     print(f"\nfault mix {seed}: doubled={doubled} reruns={reruns}")
+
+
+def test_server_not_offering_starttls_gets_nothing_in_clear(tmp_path) -> None:
+    # a downgrade (or a misconfigured relay): security = "starttls" must not fall back
+    with FaultServer() as srv:
+        config = _project(tmp_path, srv, security="starttls", retries=1)
+        report = _send(config)
+        assert report.sent == [] and sorted(e for e, _ in report.failed) == EMAILS
+        assert all("STARTTLS" in reason or "TLS" in reason for _, reason in report.failed), \
+            report.failed
+        assert srv.messages == []

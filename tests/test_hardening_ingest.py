@@ -63,11 +63,7 @@ HOSTILE: dict[str, bytes] = {
     "json-script-id.json": _json(id="<script>alert(1)</script>/../../x"),
 }
 # Files whose crash is a known product bug (kept as strict xfails, reported to the lead).
-KNOWN_BUGS = {
-    "huge-int.json": "digest/ingest/structured.py parse_stories: json.loads raises a plain "
-                     "ValueError (int over 4300 digits), not ParseError; the pipeline reports "
-                     "it as 'this is a digest bug'",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

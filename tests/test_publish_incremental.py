@@ -18,7 +18,7 @@ from conftest_publish import NOW, make_config, mtimes, story
 from digest.errors import DigestError
 from digest.models import Block
 from digest.output import LOCK, MANIFEST, STAGING
-from digest.pipeline import publishing
+from digest.pipeline import pageworkers, publishing
 from digest.pipeline.publishing import build_files, publish
 from digest.store import Store
 
@@ -140,10 +140,15 @@ def test_lost_manifest_still_matches(site):
 
 def test_forked_page_workers_match(site, monkeypatch):
     cfg, st = site
-    monkeypatch.setattr(publishing, "PARALLEL_MIN_PAGES", 1)
+    monkeypatch.setattr(pageworkers, "PARALLEL_MIN_PAGES", 1)
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: pages are rendered in-process")
+    forked = []
+    real_fork = pageworkers.fork_pages
+    monkeypatch.setattr(pageworkers, "fork_pages",
+                        lambda *a: forked.append(real_fork(*a)) or forked[-1])
     r = check(cfg, st, NOW)
+    assert forked[0] is not None and len(forked[0]) >= 2  # really rendered in workers
     assert sum(p.startswith("stories/") for p in r.written) == 40
     st.upsert_stories(corpus(45)[40:])
     r = check(cfg, st, NOW)
@@ -153,7 +158,7 @@ def test_forked_page_workers_match(site, monkeypatch):
 
 def test_worker_error_is_raised_and_leaves_no_temp_files(site, monkeypatch):
     cfg, st = site
-    monkeypatch.setattr(publishing, "PARALLEL_MIN_PAGES", 1)
+    monkeypatch.setattr(pageworkers, "PARALLEL_MIN_PAGES", 1)
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: pages are rendered in-process")
     real = publishing.Plan.story_page

@@ -181,6 +181,14 @@ def parse_structured(text: str, source: str, as_of: datetime) -> list[Story]:
     return [s for s, _exact in parse_structured_ex(text, source, as_of)]
 
 
+def _line_of_long_number(text: str) -> int:
+    """1-based line of the first run of over 4300 digits (where json gave up), else 1."""
+    import re
+
+    m = re.search(r"\d{4300}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else 1
+
+
 def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[Story, bool]]:
     """Like parse_structured, with a flag per story: True when the file gave `published`."""
     try:
@@ -190,6 +198,10 @@ def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[S
                          "fix the JSON syntax at that line") from e
     except RecursionError as e:
         raise ParseError(source, 1, "JSON nested too deeply", _HINT) from e
+    except ValueError as e:
+        # json raises a bare ValueError past Python's int-digits limit (4300 digits).
+        line = _line_of_long_number(text)
+        raise ParseError(source, line, f"number too long: {e}", "scores are integers from 0 to 100") from e
     if isinstance(data, list):
         stories, seen, pos = [], set(), 0
         for item in data:

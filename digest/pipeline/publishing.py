@@ -11,16 +11,10 @@ be current after a stat of each file (`_unchanged_report`).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +32,15 @@ from digest.feeds import (
 )
 from digest.models import Story
 from digest.output import Tree, open_tree
+from digest.pipeline import pageworkers
+from digest.pipeline.publishkeys import (
+    build_key,
+    file_keys,
+    store_signature,
+    story_sigs,
+    unix_seconds,
+)
 from digest.rank import Ranked, rank
-from digest.resources import WEB_TEMPLATES
 from digest.site import Site, story_path, tag_page_path
 
 
@@ -273,99 +274,6 @@ def _identity(s: Story) -> Story:
 _URN = story_urn("")
 
 
-# --- build keys ---------------------------------------------------------------------------
-
-
-def _h(*parts: Any) -> str:
-    return hashlib.blake2b(repr(parts).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-
-
-# The modules whose code shapes the published bytes: a change to any of them rebuilds all.
-_CODE = ("digest.models", "digest.rank", "digest.feeds", "digest.site", "digest.output",
-         "digest.pipeline.publishing")
-_LIBS = ("jinja2", "markupsafe", "lxml", "feedgen", "orjson")
-
-
-@cache
-def _code_key() -> str:
-    h = hashlib.blake2b(digest_size=12)
-    for name in _CODE:
-        mod = sys.modules.get(name)
-        src = getattr(mod, "__file__", None)
-        h.update(Path(src).read_bytes() if src else name.encode())
-    for name in _LIBS:
-        try:
-            h.update(f"{name}={metadata.version(name)}".encode())
-        except metadata.PackageNotFoundError:
-            h.update(name.encode())
-    return h.hexdigest()
-
-
-def _templates_key(root: Path = WEB_TEMPLATES) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def build_key(config: Config) -> str:
-    """What every file depends on besides the stories: settings, templates, code."""
-    return _h("build/1", config.site, config.feeds.items, config.rank, sorted(config.tags.items()),
-              _templates_key(), _code_key())
-
-
-def store_signature(store_path: Path) -> str:
-    """Identity of the store's index files (inode, mtime, size). Every story write replaces
-    an index shard (docs/ARCHITECTURE.md, "Store layout"), so an equal signature means the
-    same stories; a write between this and reading the index only causes a rebuild later."""
-    rows = []
-    try:
-        with os.scandir(Path(store_path) / "index") as it:
-            for e in it:
-                if e.name.endswith(".json"):
-                    st = e.stat()
-                    rows.append((e.name, st.st_ino, st.st_mtime_ns, st.st_size))
-    except FileNotFoundError:
-        return "none"
-    return _h(sorted(rows))
-
-
-def _ts(dt: datetime) -> int:
-    return int(dt.timestamp())
-
-
-def _story_sig(s: Story, content_hash: str | None, slugs: dict[str, str]) -> str:
-    # Content hash covers text, tags, scores, languages; times and tag slugs are separate.
-    return f"{s.id}|{content_hash}|{_ts(s.published)}|{_ts(s.updated)}|" + \
-        "/".join(slugs.get(t, "") for t in s.tags)
-
-
-def story_sigs(plan: Plan, hashes: dict[str, str | None]) -> dict[str, str]:
-    """story id → what its page and its feed items are made from."""
-    return {s.id: _story_sig(s, hashes.get(s.id), plan.slugs) for s in plan.stories}
-
-
-def file_keys(plan: Plan, sig: dict[str, str]) -> dict[str, str]:
-    """relpath → build key, for every file of the plan (`sig` from `story_sigs`)."""
-    keys: dict[str, str] = {}
-    all_specs = _h([(s.key, s.title, s.description, s.language, s.tag, s.slug, s.home)
-                    for s in plan.specs])
-    for spec in plan.specs:
-        items = [sig[s.id] for s in plan.chosen[spec.key]]
-        spec_id = (spec.key, spec.title, spec.description, spec.language, spec.tag, spec.slug, spec.home)
-        k = _h("feed", spec_id, items)
-        for fmt, _, _, _ in FORMATS:
-            keys[spec.path(fmt)] = k
-        if spec.tag is not None and spec.slug is not None:
-            keys[tag_page_path(spec.slug)] = _h("tag", spec_id, items)
-    for s in plan.stories:
-        keys[story_path(s.id)] = "s|" + sig[s.id]
-    keys["index.html"] = _h("index", all_specs, [sig[s.id] for s in plan.top])
-    keys["feeds.opml"] = _h("opml", all_specs)
-    return keys
-
-
 # --- publishing (I/O) ---------------------------------------------------------------------
 
 
@@ -434,14 +342,14 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
 
         # Story pages are most of the work of a full publish: render them in forked workers
         # (before this process starts any writer thread) while this one builds the feeds.
-        workers = _fork_pages(store, plan, tree, stale_pages)
+        workers = pageworkers.fork_pages(store, plan, tree, stale_pages)
         try:
             bodies: dict[str, Story] = {}
 
             def body(s: Story) -> Story:
                 full = bodies.get(s.id)
                 if full is None:
-                    full = bodies[s.id] = _body(store, s)
+                    full = bodies[s.id] = pageworkers.load_body(store, s)
                 return full
 
             old_items = tree.meta.get("items") if valid and isinstance(tree.meta.get("items"), dict) else {}
@@ -466,15 +374,15 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
                     emit(story_path(s.id), plan.story_page(body(s)))
         except BaseException:
             if workers is not None:
-                _reap(workers)
+                pageworkers.reap(workers)
             raise
         if workers is not None:
-            for staged, unchanged in _join(workers):
+            for staged, unchanged in pageworkers.join(workers):
                 for rel, st in staged:
                     tree.adopt(rel, st)
                 same.extend(unchanged)
 
-        max_pub = max((_ts(s.published) for s in index), default=0)
+        max_pub = max((unix_seconds(s.published) for s in index), default=0)
         meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
                 "stories": len(index), "feeds": plan.feed_paths(),
                 "items": {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}}
@@ -500,102 +408,5 @@ def _reuse_feed_content(tree: Tree, plan: Plan, spec: FeedSpec, old_sigs: Any,
         plan.reuse_content(spec, items, old_sigs, sigs)
 
 
-def _body(store: Any, s: Story) -> Story:
-    return store.get_story(s.id) or s
-
-
-# Below this many pages a fork costs more than it saves (~5 ms vs ~0.4 ms per page).
-PARALLEL_MIN_PAGES = 400
-
-
-def _pages_chunk(store: Any, plan: Plan, tree: Tree,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, Any]], list[str]]:
-    """In a worker: render and stage pages; (staged (relpath, Staged), unchanged relpaths)."""
-    same: list[str] = []
-    try:
-        for s in stories:
-            rel, data = story_path(s.id), plan.story_page(_body(store, s))
-            if tree.differs(rel, data):
-                tree.stage(rel, data)
-            else:
-                same.append(rel)
-        return tree.take_staged(), same
-    except BaseException:
-        tree.close()  # remove this worker's temp files
-        raise
-
-
-def _fork_pages(store: Any, plan: Plan, tree: Tree,
-                stories: Sequence[Story]) -> list[tuple[int, int]] | None:
-    """Start one forked worker per CPU on a share of `stories`; None to do them here
-    (few pages, one CPU, or no fork). Workers inherit the output lock's file descriptor,
-    so a publisher killed meanwhile keeps the lock until they are done."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = min(cpus, 8)
-    if n < 2 or len(stories) < PARALLEL_MIN_PAGES or not hasattr(os, "fork"):
-        return None
-    size = -(-len(stories) // n)
-    procs = []
-    for i in range(n):
-        chunk = stories[i * size:(i + 1) * size]
-        if not chunk:
-            break
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns
-            os.close(r)
-            status = 0
-            try:
-                result: tuple[str, Any] = ("ok", _pages_chunk(store, plan, tree, chunk))
-            except BaseException as e:  # noqa: BLE001 - handed to the parent to raise
-                result = ("error", e)
-            try:
-                blob = pickle.dumps(result)
-            except Exception as e:  # noqa: BLE001 - an unpicklable error still has a text
-                blob = pickle.dumps(("error", RuntimeError(f"publish worker: {result[1]!r} ({e})")))
-            try:
-                with os.fdopen(w, "wb") as f:
-                    f.write(blob)
-            except BaseException:  # noqa: BLE001 - the parent is gone; nothing to tell
-                status = 1
-            os._exit(status)
-        os.close(w)
-        procs.append((pid, r))
-    return procs
-
-
-def _reap(procs: list[tuple[int, int]]) -> None:
-    """Wait for workers after an error here, dropping their temp files."""
-    try:
-        _join(procs)
-    except BaseException:  # noqa: BLE001, S110 - the error being raised already says it
-        pass
-
-
-def _join(procs: list[tuple[int, int]]) -> list[Any]:
-    """Every worker's result, in order; the first worker's error is raised (after all
-    workers have finished, so none outlives this publish)."""
-    results, error = [], None
-    for pid, r in procs:
-        with os.fdopen(r, "rb") as f:
-            blob = f.read()
-        _, status = os.waitpid(pid, 0)
-        try:
-            kind, value = pickle.loads(blob) if blob else ("error", None)
-        except Exception:  # noqa: BLE001
-            kind, value = "error", None
-        if kind == "ok":
-            results.append(value)
-        elif error is None:
-            error = value if isinstance(value, BaseException) else RuntimeError(
-                f"publish worker {pid} died (status {status})")
-    if error is not None:
-        for value in results:  # the temp files of workers that did finish
-            for _, staged in value[0]:
-                Path(staged.tmp).unlink(missing_ok=True)
-        raise error
-    return results
-
-
-__all__ = ["Plan", "PublishReport", "build_files", "build_key", "choose", "file_keys",
-           "format_ranked", "make_plan", "publish", "rank_stories", "select", "store_signature"]
+__all__ = ["Plan", "PublishReport", "build_files", "choose", "format_ranked", "make_plan",
+           "publish", "rank_stories", "select"]
