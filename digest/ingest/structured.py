@@ -201,7 +201,8 @@ def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[S
     except ValueError as e:
         # json raises a bare ValueError past Python's int-digits limit (4300 digits).
         line = _line_of_long_number(text)
-        raise ParseError(source, line, f"number too long: {e}", "scores are integers from 0 to 100") from e
+        raise ParseError(source, line, "a number has more than 4300 digits",
+                         "scores are integers from 0 to 100; fix or remove that value") from e
     if isinstance(data, list):
         stories, seen, pos = [], set(), 0
         for item in data:
