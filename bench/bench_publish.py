@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key in runs:
             res[key] = stats([x["seconds"] for x in runs[key]])
             res[key]["cpu"] = stats([x["cpu"] for x in runs[key]])
+            res[key]["each"] = runs[key]
         res["one_new_written"] = statistics.median(x["written"] for x in runs["one_new"])
         res["ratio_one_new_to_full"] = res["one_new"]["median"] / res["full"]["median"]
         res["ratio_one_new_to_full_cpu"] = res["one_new"]["cpu"]["median"] / res["full"]["cpu"]["median"]

@@ -499,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
                            capture_output=True, text=True)
         lines = r.stdout.strip().splitlines() or [f"failed: {r.stderr.strip()[-300:]}"]
         b.notes += [f"bench_store: {x}" for x in lines]
+    # The copies of stores and outputs are hundreds of MB at 10k; the corpus stays cached.
+    shutil.rmtree(OUT / "tmpl", ignore_errors=True)
+    shutil.rmtree(OUT / "work", ignore_errors=True)
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     meta["loadavg_end"] = os.getloadavg()
     res = report(b, meta)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from digest.errors import DigestError
 
+RANK_LANGUAGES = ("en", "zh", "zh-Hans", "zh-Hant", "all")
+
 
 def _when(text: str) -> datetime:
     from digest.models import parse_iso
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", type=_when, help="resolve relative ages ('9h ago') against this time")
 
     s = sub.add_parser("rank", help="stored stories in rank order with their score parts")
-    s.add_argument("--lang")
+    s.add_argument("--lang", choices=RANK_LANGUAGES, help="only stories readable in it")
     s.add_argument("--tag")
     s.add_argument("--limit", type=int)
     s.add_argument("--json", action="store_true")
@@ -85,6 +87,19 @@ def _out(line: str) -> None:
     print(line, flush=True)
 
 
+def _write_hint(path: Path) -> str:
+    parent = path.parent
+    if not parent.exists():
+        return f"create the directory first (mkdir -p {parent}), or give another --config path"
+    return f"check that {parent} is a writable directory, or give another path"
+
+
+def _store_has_stories(config) -> bool:  # noqa: ANN001 - a Config
+    from digest.store import Store
+
+    return Store(config.store.path).story_count() > 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from digest import config as cfgmod
 
@@ -92,7 +107,11 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.config.exists():
             raise DigestError(f"{args.config} already exists; not overwriting it",
                               "edit it, or move it away and run `digest init` again")
-        args.config.write_text(cfgmod.default_config_text(), encoding="utf-8")
+        try:
+            args.config.write_text(cfgmod.default_config_text(), encoding="utf-8")
+        except OSError as e:
+            raise DigestError(f"{args.config}: cannot write ({e.strerror or e})",
+                              _write_hint(args.config)) from e
         _out(f"wrote {args.config}")
         return 0
 
@@ -111,6 +130,10 @@ def dispatch(args: argparse.Namespace) -> int:
         ranked = pipeline.rank_stories(config, now, lang=args.lang, tag=args.tag, limit=args.limit)
         if args.json:
             print(json.dumps([r.as_json() for r in ranked], ensure_ascii=False, indent=2))
+        elif not ranked and _store_has_stories(config):
+            # format_ranked would say "run digest ingest first": wrong when only the
+            # --lang/--tag/--limit filter left nothing.
+            _out("no stories match")
         else:
             for line in pipeline.format_ranked(ranked):
                 _out(line)
@@ -139,7 +162,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "serve":
         from digest import web
+        from digest.logs import setup_logging
 
+        setup_logging()  # web.serve logs where it listens; unconfigured, that line is lost
         web.serve(config)
         return 0
     if args.command == "run":
@@ -166,6 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # A file the command had to read or write (disk full, permissions, a missing
+        # directory) is the operator's to fix: a message and a hint, not a traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"digest: error: {where}{e.strerror or e}", file=sys.stderr)
+        print("  hint: check that the path exists and is writable, and that the disk has "
+              "room", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

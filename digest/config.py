@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
+import string
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +102,7 @@ class DigestConfig:
     cron: str = "0 7 * * *"
     max_stories: int = 10
     subject: str = "AI News Daily · AI资讯日报 — {date}"
+    max_age_hours: float = 72.0  # older stories are back-catalogue, not news
 
 
 @dataclass(frozen=True)
@@ -186,10 +189,19 @@ def _between(a: float, b: float) -> Check:
     return lambda v: None if a <= v <= b else f"must be between {a} and {b}, got {v}"
 
 
+def _above(a: float, b: float) -> Check:
+    """a < v <= b: for durations where zero makes no sense (a half-life, a timeout)."""
+    return lambda v: None if a < v <= b else f"must be above {a} and at most {b}, got {v}"
+
+
 def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+# Upper bounds keep every derived number finite: timedelta(hours=1e300) overflows and an
+# infinite weight turns every score into nan.
+_TEN_YEARS_HOURS = 87_660.0
+_MAX_WEIGHT = 1_000_000.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -202,11 +214,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "path", "path", "directory holding the store (stories, subscribers, journal)"),
     Setting("ingest", "paths", "paths", "files or directories `digest ingest` reads by default"),
     Setting("feeds", "output", "path", "directory the published site and feeds are written to"),
-    Setting("feeds", "items", "int", "stories per feed", check=_at_least(1)),
-    Setting("rank", "hot", "float", "weight of the hot score", check=_at_least(0)),
-    Setting("rank", "quality", "float", "weight of the quality score", check=_at_least(0)),
-    Setting("rank", "impact", "float", "weight of the impact score", check=_at_least(0)),
-    Setting("rank", "half_life_hours", "float", "recency half-life in hours", check=_at_least(0.01)),
+    Setting("feeds", "items", "int", "stories per feed", check=_between(1, 1000)),
+    Setting("rank", "hot", "float", "weight of the hot score", check=_between(0, _MAX_WEIGHT)),
+    Setting("rank", "quality", "float", "weight of the quality score",
+            check=_between(0, _MAX_WEIGHT)),
+    Setting("rank", "impact", "float", "weight of the impact score",
+            check=_between(0, _MAX_WEIGHT)),
+    Setting("rank", "half_life_hours", "float", "recency half-life in hours",
+            check=_above(0, _TEN_YEARS_HOURS)),
     Setting("rank", "default_score", "float", "score for stories without scores", check=_between(0, 100)),
     Setting("smtp", "transport", "enum", "how mail leaves: smtp or maildir", ("smtp", "maildir")),
     Setting("smtp", "maildir", "path", "Maildir directory for transport = maildir"),
@@ -216,9 +231,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp", "username", "str", "SMTP login; empty = no login"),
     Setting("smtp", "password_env", "env", "environment variable holding the SMTP password"),
     Setting("smtp", "sender", "email", "From: header, e.g. 'AI News <digest@example.org>'"),
-    Setting("smtp", "timeout", "float", "seconds per SMTP command", check=_at_least(0.1)),
+    Setting("smtp", "timeout", "float", "seconds per SMTP command", check=_between(0.1, 3600)),
     Setting("smtp", "pool_size", "int", "parallel SMTP connections", check=_between(1, 64)),
-    Setting("smtp", "rate_limit", "float", "messages per second, 0 = unlimited", check=_at_least(0)),
+    Setting("smtp", "rate_limit", "float", "messages per second, 0 = unlimited",
+            check=_between(0, 100_000)),
     Setting("smtp", "retries", "int", "retries for a temporary failure", check=_between(0, 20)),
     Setting("web", "host", "str", "address `digest serve`/`run` listen on", check=_nonempty),
     Setting("web", "port", "int", "port to listen on (0 = any free port)", check=_between(0, 65535)),
@@ -227,14 +243,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("schedule", "publish", "cron", "when the daemon publishes feeds and pages"),
     Setting("schedule", "timezone", "tz", "IANA time zone the ingest and publish crons are read in"),
     Setting("schedule", "grace_hours", "float", "how late a missed digest is still sent",
-            check=_at_least(0)),
+            check=_between(0, 168)),
     Setting("schedule", "stop_wait_seconds", "float",
-            "on SIGTERM, how long running jobs may finish before the daemon exits", check=_at_least(0)),
+            "on SIGTERM, how long running jobs may finish before the daemon exits",
+            check=_between(0, 86_400)),
     Setting("digests", "name", "str", "digest name (letters, digits, - and _)",
             check=lambda v: None if _NAME_RE.match(v) else f"{v!r} must be letters, digits, - or _"),
     Setting("digests", "cron", "cron", "when it is sent, in each subscriber's time zone"),
     Setting("digests", "max_stories", "int", "stories per edition", check=_between(1, 100)),
     Setting("digests", "subject", "subject", "Subject: line; {date} is the edition date"),
+    Setting("digests", "max_age_hours", "float",
+            "only stories published this many hours before the edition go out",
+            check=_above(0, _TEN_YEARS_HOURS)),
 )
 # `[tags]` is free-form: tag → ASCII slug used in feed paths.
 FREE_SECTIONS = {"tags": "tag → ASCII slug alias used in feed and page paths"}
@@ -320,7 +340,12 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
     elif s.kind == "float":
         if isinstance(v, bool) or not isinstance(v, int | float):
             return bad
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # a TOML integer with hundreds of digits
+            return v, "is too large"
+        if not math.isfinite(v):
+            return v, f"must be a finite number, got {v}"
     elif s.kind == "paths":
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
             return bad
@@ -358,13 +383,25 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
         if any(c in v for c in "\r\n"):
             problem = "must be one line"
         else:
-            try:
-                v.format(date="2000-01-01")
-            except (KeyError, IndexError, ValueError) as e:
-                problem = f"bad placeholder ({e}); only {{date}} is available"
+            problem = _subject_problem(v)
     if problem is None and s.check is not None:
         problem = s.check(v)
     return v, problem
+
+
+def _subject_problem(v: str) -> str | None:
+    """Only a bare `{date}` (and literal `{{`/`}}`): `{date.year}` or `{0}` would raise at
+    send time, hours later, so they are refused here."""
+    try:
+        fields = [(f, spec, conv) for _lit, f, spec, conv in string.Formatter().parse(v)
+                  if f is not None]
+    except ValueError as e:
+        return f"bad placeholder ({e}); write {{{{ or }}}} for a literal brace"
+    for f, spec, conv in fields:
+        if f != "date" or spec or conv:
+            shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            return f"bad placeholder {shown}; only {{date}} is available"
+    return None
 
 
 def _hint(s: Setting) -> str:
@@ -461,10 +498,17 @@ def parse_config(text: str, path: Path) -> Config:
     if not isinstance(tags, dict):
         raise v.fail("tags", 0, None, f"expected a table, got {_type_name(tags)}",
                      'write it as [tags] with lines like "安全" = "security"')
+    slug_of: dict[str, str] = {}
     for tag, slug in tags.items():
         if not isinstance(slug, str) or not _SLUG_RE.match(slug):
             raise v.fail("tags", 0, tag, f"{slug!r} is not an ASCII slug",
                          "use lowercase ASCII letters, digits and single hyphens, e.g. \"security\"")
+        if slug in slug_of:
+            # Two tags on one slug would write two feeds to one path, the second silently
+            # replacing the first.
+            raise v.fail("tags", 0, tag, f"slug {slug!r} is already used by {slug_of[slug]!r}",
+                         "give every tag its own slug (or drop one of the two lines)")
+        slug_of[slug] = tag
 
     raw_digests = data.get("digests")
     if raw_digests is None:
@@ -483,9 +527,14 @@ def parse_config(text: str, path: Path) -> Config:
             items.append(d)
         digests = tuple(items)
 
+    rank = RankConfig(**sec["rank"])
+    if rank.hot + rank.quality + rank.impact <= 0:
+        key = next((k for k in ("hot", "quality", "impact") if k in data.get("rank", {})), None)
+        raise v.fail("rank", 0, key, "the weights hot, quality and impact sum to 0",
+                     "give at least one weight a positive value, e.g. hot = 0.4")
     return Config(
         path=path, site=SiteConfig(**sec["site"]), store=store, ingest=ingest, feeds=feeds,
-        rank=RankConfig(**sec["rank"]), tags=dict(tags), smtp=smtp, web=WebConfig(**sec["web"]),
+        rank=rank, tags=dict(tags), smtp=smtp, web=WebConfig(**sec["web"]),
         schedule=ScheduleConfig(**sec["schedule"]), digests=digests,
     )
 

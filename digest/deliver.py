@@ -38,6 +38,9 @@ class Outcome:
     reason: str = ""
     attempts: int = 1
     ambiguous: bool = False  # the connection dropped after DATA may have been accepted
+    # A 5xx at MAIL FROM or DATA: the server refused this message for good (content, size,
+    # sender policy); resending the same edition would only be refused again.
+    permanent: bool = False
 
 
 OnOutcome = Callable[[int, Outcome], None]
@@ -98,7 +101,8 @@ class SmtpTransport(Transport):
     """A pool of `pool_size` reused aiosmtplib connections with bounded retries.
 
     4xx replies and dropped connections are retried with exponential backoff and jitter;
-    a 5xx at RCPT is a bounce; a 5xx at MAIL/DATA fails that message without retry.
+    a 5xx at RCPT is a bounce; a 5xx at MAIL/DATA fails that message without retry and
+    marks the outcome `permanent` (the edition is not retried either).
     """
 
     def __init__(self, cfg: SmtpConfig, password: str | None = None, *,
@@ -207,7 +211,8 @@ class SmtpTransport(Transport):
                     self._fatal = f"cannot reach {self.cfg.host}:{self.cfg.port}: {e}"
             except aiosmtplib.SMTPResponseException as e:
                 if e.code >= 500:
-                    return Outcome(env.recipient, "failed", f"{e.code} {e.message}", attempt)
+                    return Outcome(env.recipient, "failed", f"{e.code} {e.message}", attempt,
+                                   permanent=True)
                 reason = f"{e.code} {e.message}"
                 if e.code == 421:  # the server is closing this connection
                     await self._drop(slot)

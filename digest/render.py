@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime, formataddr, parseaddr
 
 import css_inline
@@ -170,10 +171,20 @@ def _date_suffix(template: str) -> tuple[str, str]:
     return template, ""
 
 
+def _fill(template: str, date: str) -> str:
+    """`{date}` → date and `{{`/`}}` → a literal brace, as str.format would (config allows no
+    other placeholder; anything unparsable is kept as written)."""
+    try:
+        return "".join(lit + (date if f is not None else "")
+                       for lit, f, _spec, _conv in string.Formatter().parse(template))
+    except ValueError:
+        return template
+
+
 def localized_title(template: str, langs: Sequence[str]) -> str:
     """Keep the ` · `-separated parts of the title in the reader's languages."""
     title, _ = _date_suffix(template)
-    title = title.replace("{date}", "").strip()
+    title = _fill(title, "").strip()
     parts = [p.strip() for p in title.split("·") if p.strip()]
     langs = reader_languages(langs)
     if len(parts) < 2 or len(langs) == 2:
@@ -186,7 +197,7 @@ def localized_title(template: str, langs: Sequence[str]) -> str:
 def subject_for(template: str, langs: Sequence[str], date: str) -> str:
     """The subject in the reader's languages, dated; from config only, never from stories."""
     _, suffix = _date_suffix(template)
-    return clean(localized_title(template, langs) + suffix.replace("{date}", date))
+    return clean(localized_title(template, langs) + _fill(suffix, date))
 
 
 # --- planning -------------------------------------------------------------------------------
@@ -209,12 +220,21 @@ def plan_stories(
     max_stories: int,
     aliases: Mapping[str, str] | None = None,
     tag_keys: Mapping[str, frozenset[str]] | None = None,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
 ) -> list[Story]:
-    """Top `max_stories` of `ranked` not yet sent and matching any of `tags` (empty = all)."""
+    """Top `max_stories` of `ranked` not yet sent and matching any of `tags` (empty = all);
+    with `now` and `max_age`, only stories published within `max_age` before `now`."""
     want = {t.casefold() for t in tags if t}
+    # The age counts from `published`, not `updated`: a year-old story whose typo was fixed
+    # yesterday is still old news, and card ingest keeps `published` fixed on re-reads.
+    oldest = now - max_age if now is not None and max_age is not None else None
     out: list[Story] = []
     for s in ranked:
         if s.id in sent:
+            continue
+        if oldest is not None and s.published < oldest:
             continue
         if want:
             keys = tag_keys[s.id] if tag_keys is not None else story_tag_keys(s, aliases or {})

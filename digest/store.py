@@ -31,6 +31,10 @@ LOCK_TIMEOUT = 120.0  # seconds; a stuck holder then gets a StoreError instead o
 JOURNAL_STATES = ("sending", "sent", "failed", "bounced")
 # Ids become file names; anything else (untrusted structured story files) is hashed.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+# The store holds the site secret (stories.json meta) and subscribers' addresses: only the
+# owner may read it, whatever the umask.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 _DISK_HINT = "free disk space (or fix permissions) and run the command again; the previous " \
              "version of the file is intact"
 
@@ -52,7 +56,7 @@ def _write_temp(path: Path, data: bytes, tmpdir: Path) -> Path:
     """Write `data` to a fresh, fsynced temp file in `tmpdir` (same file system as `path`)."""
     tmp = tmpdir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -214,6 +218,14 @@ def _index_record(story: Story, content_hash: str) -> dict[str, Any]:
     return rec
 
 
+def _make_private(path: Path) -> None:
+    """Close a store directory made world-readable before files were created 0600 (an
+    older digest, or a umask): only when it is ours, so a shared directory is left alone."""
+    st = os.stat(path)
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, DIR_MODE)
+
+
 def _email_key(email: str) -> str:
     return email.strip().lower()
 
@@ -226,14 +238,15 @@ class Store:
         self.tmpdir = self.path / ".tmp"
         try:
             for d in (self.path, self.tmpdir, self.path / "index", self.path / "bodies"):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _make_private(self.path)
         except OSError as e:
             raise StoreError(f"{self.path}: cannot create the store directory ({e.strerror})",
                              "set [store] path in config.toml to a writable directory") from e
         self._mutex = threading.RLock()
         # A kernel flock dies with its process (kill -9 leaves no stale lock); keeping the
         # file also refuses filelock's soft-lock fallback, whose marker would outlive a kill.
-        self._lock = filelock.FileLock(self.path / ".lock", thread_local=False,
+        self._lock = filelock.FileLock(self.path / ".lock", thread_local=False, mode=FILE_MODE,
                                        poll_interval=0.005, preserve_lock_file=True)
         self._lock_timeout = lock_timeout
         self._depth = 0
@@ -303,7 +316,7 @@ class Store:
     def _commit(self) -> None:
         for parent in {p.parent for p in self._pending_bodies}:
             if not parent.is_dir():
-                parent.mkdir()
+                parent.mkdir(mode=DIR_MODE)
                 _fsync_dir(parent.parent)
         atomic_write_many(self._pending_bodies, self.tmpdir)
         self._pending_bodies.clear()
@@ -325,7 +338,7 @@ class Store:
                 except OSError:
                     pass
         except FileNotFoundError:
-            self.tmpdir.mkdir(parents=True, exist_ok=True)
+            self.tmpdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     # --- open, schema and upgrade -------------------------------------------------------
 
@@ -711,7 +724,7 @@ class DeliveryJournal:
         with self._lock():
             created = not self.path.exists()
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
             except OSError as e:
                 raise _write_error(self.path, e) from e
             try:

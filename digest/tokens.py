@@ -6,12 +6,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from digest.errors import DigestError
 
 PURPOSES = ("confirm", "prefs", "unsubscribe")
 _MAC_BYTES = 16  # 128-bit tag: plenty against forgery, keeps links short
+# How long a confirm link works; its issue time is then `expires - CONFIRM_LIFETIME`, which
+# lets the web refuse a link older than the address's latest subscribe request.
+CONFIRM_LIFETIME = timedelta(days=7)
 
 
 class TokenError(DigestError):
@@ -44,6 +47,11 @@ def sign(secret: bytes, purpose: str, email: str, expires: datetime | None) -> s
 
 def verify(secret: bytes, purpose: str, token: str, now: datetime) -> str:
     """The email a valid token was issued for; raises TokenError otherwise."""
+    return decode(secret, purpose, token, now)[0]
+
+
+def decode(secret: bytes, purpose: str, token: str, now: datetime) -> tuple[str, datetime | None]:
+    """(email, expiry or None) of a valid token; raises TokenError otherwise."""
     hint = "ask for a fresh link (subscribe again or use the link in a newer email)"
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
@@ -64,4 +72,9 @@ def verify(secret: bytes, purpose: str, token: str, now: datetime) -> str:
         raise TokenError("the link token is malformed", hint) from e
     if expires_at is not None and now.timestamp() > expires_at:
         raise TokenError("the link has expired", hint)
-    return email
+    return email, (datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None)
+
+
+def confirm_issued(expires: datetime | None) -> datetime | None:
+    """When a confirm token was issued (its expiry minus CONFIRM_LIFETIME; None if it never expires)."""
+    return expires - CONFIRM_LIFETIME if expires is not None else None

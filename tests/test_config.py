@@ -79,7 +79,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
     ("grace_hours = 6.0", 'grace_hours = "6"', "[schedule].grace_hours", "expected a number", "late"),
     # out of range
     ("port = 25", "port = 70000", "[smtp].port", "must be between 1 and 65535", "port"),
-    ("items = 50", "items = 0", "[feeds].items", "must be at least 1", "stories"),
+    ("items = 50", "items = 0", "[feeds].items", "must be between 1 and 1000", "stories"),
     # bad cron
     ('ingest = "*/15 * * * *"', 'ingest = "*/15 * * *"', "[schedule].ingest",
      "bad cron expression: '*/15 * * *' has 4 fields", "cron"),

@@ -49,12 +49,19 @@ def test_subscribe_confirm_preferences_unsubscribe(env):
     assert mail["To"] == "reader@example.com"
     confirm = link_in(mail, "confirm")
     assert confirm.startswith(config.site.base_url + "confirm?t=")
-    r = client.get(confirm.removeprefix(config.site.base_url.rstrip("/")))
+    path = confirm.removeprefix(config.site.base_url.rstrip("/"))
+    # following the link (a mail scanner does) only shows the button
+    for method in ("GET", "HEAD"):
+        r = client.request(method, path)
+        assert r.status_code == 200 and store.get_subscriber("reader@example.com").status == "pending"
+    r = client.get(path)
+    assert 'id="confirm-form" class="stack" method="post"' in r.text
+    assert r.headers["referrer-policy"] == "no-referrer"
+    r = client.post(path)
     assert r.status_code == 200 and "You are subscribed" in r.text
-    assert r.headers["referrer-policy"] == "same-origin"
     assert store.get_subscriber("reader@example.com").status == "active"
     # a replayed link is harmless and friendly
-    again = client.get(confirm.removeprefix(config.site.base_url.rstrip("/")))
+    again = client.post(path)
     assert again.status_code == 200 and "already subscribed" in again.text
     assert store.get_subscriber("reader@example.com").status == "active"
 
@@ -75,7 +82,7 @@ def test_subscribe_confirm_preferences_unsubscribe(env):
     assert r.status_code == 200
     assert store.get_subscriber("reader@example.com").status == "unsubscribed"
     # an old confirm link must not undo the unsubscribe
-    late = client.get(confirm.removeprefix(config.site.base_url.rstrip("/")))
+    late = client.post(path)
     assert late.status_code == 200 and "already used" in late.text
     assert store.get_subscriber("reader@example.com").status == "unsubscribed"
 
@@ -122,8 +129,6 @@ def test_tampered_and_expired_tokens_get_a_friendly_400(env, route):
     ]
     for t in bad:
         for method in ("GET", "POST"):
-            if route == "/confirm" and method == "POST":
-                continue
             r = client.request(method, route, params={"t": t}, data={"List-Unsubscribe": "One-Click"})
             assert r.status_code == 400, (t, method, r.status_code)
             assert r.headers["content-type"].startswith("text/html")
@@ -257,7 +262,7 @@ def test_resubscribe_after_unsubscribe_needs_confirming_again(env):
     assert store.get_subscriber("back@example.com").status == "pending"
     [mail] = sink.wait(1)
     link = link_in(mail, "confirm")
-    assert client.get(link.removeprefix(config.site.base_url.rstrip("/"))).status_code == 200
+    assert client.post(link.removeprefix(config.site.base_url.rstrip("/"))).status_code == 200
     assert store.get_subscriber("back@example.com").status == "active"
 
 
@@ -272,13 +277,16 @@ def test_rate_limiter_refills():
 
 
 def test_csrf_token_checks():
-    secret = b"k"
-    t = web.csrf_token(secret, 1000)
-    assert web.csrf_valid(secret, t, t, 1000)
-    assert not web.csrf_valid(secret, t, t + "x", 1000)
-    assert not web.csrf_valid(b"other", t, t, 1000)
-    assert not web.csrf_valid(secret, t, t, 1000 + web.CSRF_TTL + 1)
-    assert not web.csrf_valid(secret, "", "", 1000)
+    secret, browser = b"k", "b" * 24
+    t = web.csrf_token(secret, browser, 1000)
+    assert web.csrf_valid(secret, t, browser, 1000)
+    assert web.csrf_valid(secret, web.csrf_token(secret, browser, 1200), browser, 1300)  # any fresh one
+    assert not web.csrf_valid(secret, t, "c" * 24, 1000)  # another browser's cookie
+    assert not web.csrf_valid(secret, t, "", 1000)
+    assert not web.csrf_valid(b"other", t, browser, 1000)
+    assert not web.csrf_valid(secret, t, browser, 1000 + web.CSRF_TTL + 1)
+    assert not web.csrf_valid(secret, "", browser, 1000)
+    assert not web.csrf_valid(secret, t + "x", browser, 1000)
 
 
 def test_unsubscribed_address_gets_no_further_digest(env):

@@ -39,8 +39,10 @@ def parse_stories(text: str, source: str, as_of: datetime) -> list[Story]:
     return [p.story for p in parse_file(text, source, as_of)]
 
 
-def parse_file(text: str, source: str, as_of: datetime) -> list[Parsed]:
-    """parse_stories with each story's layout and whether its times are exact."""
+def parse_file(text: str, source: str, as_of: datetime, *,
+               not_after: datetime | None = None) -> list[Parsed]:
+    """parse_stories with each story's layout and whether its times are exact. A stated
+    time after `not_after` (default: a day after as_of) is a ParseError."""
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     if "\x00" in text:
@@ -52,10 +54,12 @@ def parse_file(text: str, source: str, as_of: datetime) -> list[Parsed]:
         raise ParseError(source, 1, "file is empty", "write the story text, or delete the file")
     layout = detect_layout(text, source)
     if layout == "json":
-        return [Parsed(s, layout, exact) for s, exact in parse_structured_ex(text, source, as_of)]
+        return [Parsed(s, layout, exact)
+                for s, exact in parse_structured_ex(text, source, as_of, not_after)]
     if layout == "card":
         header = next(s for raw in text.split("\n", 50) if (s := clean_line(raw)))
-        return [Parsed(parse_card(text, source, as_of), layout, not header_is_relative(header))]
+        return [Parsed(parse_card(text, source, as_of, not_after), layout,
+                       not header_is_relative(header))]
     return [Parsed(parse_article(text, source, as_of), layout, False)]
 
 

@@ -13,6 +13,7 @@ from digest.ingest.text import (
     clean_line,
     derive_id,
     has_cjk,
+    latest_allowed,
     split_bilingual,
 )
 from digest.models import FAQ, Story, parse_iso
@@ -51,8 +52,11 @@ def header_is_relative(header: str) -> bool:
     return _AGE.search(header) is not None or _ABS.search(header) is None
 
 
-def resolve_header(header: str, as_of: datetime, source: str, line: int) -> tuple[datetime, datetime]:
-    """'9h ago Updated 2h ago 更新于 2小时前' → (published, updated), exact to as_of's second."""
+def resolve_header(header: str, as_of: datetime, source: str, line: int,
+                   not_after: datetime | None = None) -> tuple[datetime, datetime]:
+    """'9h ago Updated 2h ago 更新于 2小时前' → (published, updated), exact to as_of's second.
+    An ISO date later than `not_after` (default: a day after as_of) is a ParseError."""
+    latest = latest_allowed(as_of, not_after)
     as_of = as_of.replace(microsecond=0)
     published = updated = None
     for m in _AGE.finditer(header):
@@ -74,6 +78,11 @@ def resolve_header(header: str, as_of: datetime, source: str, line: int) -> tupl
             except ValueError as e:
                 raise ParseError(source, line, f"bad date {m.group('d')!r} in header",
                                  "write ISO 8601, e.g. 2026-11-22T09:00:00Z") from e
+            if when > latest:
+                raise ParseError(source, line, f"date {m.group('d')!r} in header is in the "
+                                 f"future (more than a day after {as_of.isoformat()})",
+                                 "fix the date; a story cannot be published after it is "
+                                 "ingested")
             if m.group("upd"):
                 updated = updated or when
             else:
@@ -183,14 +192,15 @@ def _bad(source: str, line: int, reason: str, hint: str) -> ParseError:
     return ParseError(source, line, reason, hint)
 
 
-def parse_card(text: str, source: str, as_of: datetime) -> Story:
+def parse_card(text: str, source: str, as_of: datetime,
+               not_after: datetime | None = None) -> Story:
     """Parse a cleaned card text (see text.clean_text) into a bilingual Story."""
     items = [(no, s) for no, raw in enumerate(text.split("\n"), 1) if (s := clean_line(raw))]
     if len(items) < 2:
         raise _bad(source, 1, "card has a header but no title line",
                    "the line after the header holds the English then the Chinese title")
     hdr_line, header = items[0]
-    published, updated = resolve_header(header, as_of, source, hdr_line)
+    published, updated = resolve_header(header, as_of, source, hdr_line, not_after)
     title_line, title_text = items[1]
     if _heading(title_text) or title_text.isdigit():
         raise _bad(source, title_line, "expected the title line after the header",

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from digest.errors import ParseError
-from digest.ingest.text import clean_line, clean_value, derive_id
+from digest.ingest.text import clean_line, clean_value, derive_id, latest_allowed
 from digest.models import LANGUAGES, SCORE_KEYS, Story, parse_iso
 
 # Ids become file names under store/bodies/: keep them to a safe alphabet.
@@ -58,8 +58,10 @@ class _Checker:
         return out
 
 
-def story_from_obj(d: Any, text: str, source: str, as_of: datetime, base: int = 0) -> Story:
-    """Validate one decoded object and build the Story; strings are cleaned like text files."""
+def story_from_obj(d: Any, text: str, source: str, as_of: datetime, base: int = 0,
+                   not_after: datetime | None = None) -> Story:
+    """Validate one decoded object and build the Story; strings are cleaned like text files.
+    A `published`/`updated` later than `not_after` (default: a day after as_of) is refused."""
     c = _Checker(text, source, base)
     if not isinstance(d, dict):
         raise ParseError(source, text.count("\n", 0, base) + 1, "expected a JSON object", _HINT)
@@ -97,6 +99,10 @@ def story_from_obj(d: Any, text: str, source: str, as_of: datetime, base: int = 
         if times[key] is None:
             raise c.fail(key, f"not an ISO 8601 time: {str(v)[:40]!r}",
                          "write e.g. 2026-11-22T09:00:00Z")
+        if times[key] > latest_allowed(as_of, not_after):
+            raise c.fail(key, f"{v[:40]!r} is in the future (more than a day after "
+                              f"{as_of.isoformat()})",
+                         "fix the date; a story cannot be published after it is ingested")
     published = times.get("published") or as_of.replace(microsecond=0)
     updated = max(times.get("updated") or published, published)
 
@@ -189,7 +195,8 @@ def _line_of_long_number(text: str) -> int:
     return text.count("\n", 0, m.start()) + 1 if m else 1
 
 
-def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[Story, bool]]:
+def parse_structured_ex(text: str, source: str, as_of: datetime,
+                        not_after: datetime | None = None) -> list[tuple[Story, bool]]:
     """Like parse_structured, with a flag per story: True when the file gave `published`."""
     try:
         data = json.loads(text)
@@ -209,7 +216,7 @@ def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[S
             # Point errors at the right object: advance to its "id" (or "languages") key.
             anchor = text.find('"id"', pos)
             base = anchor if anchor >= 0 else pos
-            s = story_from_obj(item, text, source, as_of, base)
+            s = story_from_obj(item, text, source, as_of, base, not_after)
             exact = isinstance(item, dict) and item.get("published") is not None
             if s.id in seen:
                 raise ParseError(source, _line_of(text, "id", base), f"id {s.id!r} appears twice",
@@ -221,4 +228,4 @@ def parse_structured_ex(text: str, source: str, as_of: datetime) -> list[tuple[S
             raise ParseError(source, 1, "empty JSON array: no stories", _HINT)
         return stories
     exact = isinstance(data, dict) and data.get("published") is not None
-    return [(story_from_obj(data, text, source, as_of), exact)]
+    return [(story_from_obj(data, text, source, as_of, not_after=not_after), exact)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from datetime import datetime, timedelta
 
 from digest.errors import ParseError
 
@@ -133,6 +134,22 @@ def chinese_script(text: str) -> str | None:
 
 
 _SOURCE_ID = re.compile(r"(?:^|[_\-.])([0-9a-f]{16})$")
+# A stated time this far past `as_of` is a typo or a hostile file (9999-12-31 would top every
+# feed for ever); a day covers clock skew and time zones written wrongly.
+FUTURE_SLACK = timedelta(hours=24)
+
+
+def latest_allowed(as_of: datetime, not_after: datetime | None = None) -> datetime:
+    """The latest `published`/`updated` a file may state: `not_after`, else as_of + a day."""
+    return not_after if not_after is not None else as_of + FUTURE_SLACK
+
+
+def source_id(source: str) -> str | None:
+    """The 16-hex id in a file name ('001_3521ac04ccd50003.txt'), or None."""
+    name = re.split(r"[\\/]", source)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    m = _SOURCE_ID.search(stem.lower())
+    return m.group(1) if m else None
 
 
 def derive_id(source: str, title: str) -> str:
@@ -140,10 +157,8 @@ def derive_id(source: str, title: str) -> str:
 
     The hash is over the NFC, stripped original-language title, so re-saving the same story
     under another name keeps its identity."""
-    name = re.split(r"[\\/]", source)[-1]
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    m = _SOURCE_ID.search(stem.lower())
-    if m:
-        return m.group(1)
+    found = source_id(source)
+    if found:
+        return found
     norm = unicodedata.normalize("NFC", title).strip()
     return hashlib.sha256(norm.encode("utf-8")).hexdigest()[:16]

@@ -13,9 +13,14 @@ from pathlib import Path
 from digest.config import Config
 from digest.errors import ParseError
 from digest.ingest import MAX_BYTES, Parsed, decode_story_bytes, parse_file
+from digest.ingest.text import FUTURE_SLACK, derive_id, source_id
+from digest.models import Story
 from digest.store import Store
 
 STORY_SUFFIXES = (".txt", ".json", ".md")
+# Store meta: resolved path of a file whose story id is a title hash → the id it produced,
+# so editing the title updates that story instead of adding a second one.
+ORIGIN_IDS_KEY = "origin_ids"
 PROGRESS_MIN_FILES = 20  # below this a bar only flickers
 
 
@@ -137,6 +142,8 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     store = Store(config.store.path)
 
     good: list[Parsed] = []
+    origins = _origin_ids(store)
+    new_origins: dict[str, str] = {}  # resolved path → title-hash id, recorded on commit
     owner: dict[str, str] = {}  # story id → file that defined it in this run
     quarantine: list[tuple[str, str, str]] = []  # (key, fingerprint, reason)
     release: list[str] = []
@@ -156,7 +163,11 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
                 raise err
             assert data is not None
             when = as_of or datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            parsed = parse_file(decode_story_bytes(data, shown), shown, when)
+            # With --as-of the operator states the time; else the mtime is only a guess at
+            # it, and a file copied with its old mtime may still state a time up to now.
+            latest = None if as_of else max(when, datetime.now(UTC)) + FUTURE_SLACK
+            parsed = parse_file(decode_story_bytes(data, shown), shown, when,
+                                not_after=latest)
         except ParseError as e:
             _reject(report, progress, str(e.message), e.hint)
             if fp:
@@ -168,6 +179,13 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             _reject(report, progress, f"{shown}:1: could not parse ({type(e).__name__}: {e})",
                     "this is a digest bug; please report it with the file")
             continue
+        tracked = _title_hashed(parsed, shown)
+        if tracked is not None:
+            prev = origins.get(key)
+            if (prev and prev != tracked.id and prev not in owner
+                    and store.story_hash(prev) is not None):
+                tracked.id = prev  # same file, edited title: the same story, updated
+            new_origins[key] = tracked.id
         dup = next((p.story.id for p in parsed if p.story.id in owner), None)
         if dup is not None:
             _reject(report, progress, f"{shown}:1: story id {dup} is also in {owner[dup]}",
@@ -188,6 +206,10 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             store.quarantine_put(key, fp, reason)
         for key in release:
             store.quarantine_clear(key)
+        if new_origins:
+            merged = _origin_ids(store)  # re-read under the lock: another ingest may have run
+            if any(merged.get(k) != v for k, v in new_origins.items()):
+                store.meta_set(ORIGIN_IDS_KEY, merged | new_origins)
     titles = {p.story.id: p.story.title[p.story.languages[0]] for p in good}
     for sid, status in results:
         getattr(report, status).append(sid)
@@ -195,6 +217,22 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
         echo(f"{status} {sid}  {title[:100] + '…' if len(title) > 100 else title}")
     echo(report.summary())
     return report
+
+
+def _origin_ids(store: Store) -> dict[str, str]:
+    found = store.meta_get(ORIGIN_IDS_KEY)
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _title_hashed(parsed: list[Parsed], shown: str) -> Story | None:
+    """The story of a one-story file whose id is a hash of its title (no id in the file
+    name, none stated in JSON), else None: only such ids move when the title is edited."""
+    if len(parsed) != 1 or source_id(shown) is not None:
+        return None
+    s = parsed[0].story
+    if s.id != derive_id(shown, s.title[s.languages[0]]):
+        return None
+    return s
 
 
 def _keep_published(store: Store, p: Parsed) -> None:

@@ -306,9 +306,12 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
         done = _unchanged_report(tree, out, build, sig, now)
         if done is not None:
             return done
-        index = store.list_stories()
+        # One read transaction: a consistent snapshot of index and hashes, and the store
+        # checks its index files once instead of twice per story_hash call (20k stats).
+        with store.transaction():
+            index = store.list_stories()
+            hashes = {s.id: store.story_hash(s.id) for s in index}
         plan = make_plan(config, index, now)
-        hashes = {s.id: store.story_hash(s.id) for s in index}
         sigs = story_sigs(plan, hashes)
         keys = file_keys(plan, sigs)
         valid = tree.build == build

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ from digest import tokens
 from digest.config import Config, DigestConfig
 from digest.deliver import Envelope, Outcome, Transport, open_transport
 from digest.errors import DeliveryError, DigestError
-from digest.models import Story, Subscriber, iso
+from digest.models import Story, Subscriber, iso, parse_iso
 from digest.render import (
     InvalidAddress,
     RenderedBody,
@@ -42,16 +43,58 @@ BATCH = 100  # messages per journal batch: one fsync for `sending`, one for the 
 # a crash mid-batch resends at most this many, each with its original Message-ID
 FLUSH_SECONDS = 0.05  # group-commit window for outcome records
 CONFIRM_TTL = timedelta(days=7)
+RETRY_MAX_MINUTES = 30  # transient failures: retried after 1, 2, 4, ... minutes, at most 30
 REPORT_LIST_MAX = 50  # per category in the printed report; the counts are always exact
 
 
 # --- secrets and small helpers --------------------------------------------------------------
 
 
+SECRET_FINGERPRINT_KEY = "secret_fingerprint"  # store meta: {"env": NAME, "fingerprint": hex}
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """First 8 bytes of sha256, hex: enough to tell two secrets apart, useless to forge."""
+    return hashlib.sha256(secret).hexdigest()[:16]
+
+
+def _check_fingerprint(config: Config, store: Store, env: str, persist: bool) -> None:
+    """Warn when this process signs with another secret than the last one that used the env
+    var (e.g. the daemon has DIGEST_SECRET and the operator's shell has not).
+
+    A warning, not an error: the same mismatch is also what a deliberate rotation (or a
+    deliberate switch back to the store's own secret) looks like, and there is no command
+    to acknowledge one; raising would lock the web server out of its own subscribe page
+    until someone edits the store by hand. The warning names the variable, never a value,
+    and goes to the daemon log or, in the CLI, to stderr (logging's last-resort handler)."""
+    name = config.web.secret_env
+    found = store.meta_get(SECRET_FINGERPRINT_KEY)
+    stored = found if isinstance(found, dict) else {}
+    if not env:
+        if stored.get("fingerprint"):
+            was = stored.get("env") or name
+            log.warning("$%s is not set in this process, but links were signed with $%s "
+                        "before: links signed now use the store's own secret, which a server "
+                        "that has $%s rejects; export %s here too", name, was, was, was)
+        return
+    fp = secret_fingerprint(env.encode("utf-8"))
+    if stored.get("fingerprint") == fp and stored.get("env") == name:
+        return
+    if stored.get("fingerprint"):
+        log.warning("$%s is not the secret links were last signed with (its fingerprint "
+                    "changed): links signed by the other process, or before a rotation, no "
+                    "longer verify; give every digest process the same $%s", name, name)
+    if persist:
+        with store.transaction():
+            store.meta_set(SECRET_FINGERPRINT_KEY, {"env": name, "fingerprint": fp})
+
+
 def site_secret(config: Config, store: Store, *, persist: bool = True) -> bytes:
     """The key that signs subscription links: the env var named by [web] secret_env, else
-    one generated once and kept in the store meta. Never logged or printed."""
+    one generated once and kept in the store meta. Never logged or printed; a fingerprint
+    of an env secret is kept in the store meta so a process with another secret is noticed."""
     env = os.environ.get(config.web.secret_env, "")
+    _check_fingerprint(config, store, env, persist)
     if env:
         return env.encode("utf-8")
     found = store.meta_get("site_secret")
@@ -149,6 +192,8 @@ class SendReport:
     bounced: list[tuple[str, str]] = field(default_factory=list)
     ambiguous: list[tuple[str, str]] = field(default_factory=list)  # email, message-id
     nothing_new: list[str] = field(default_factory=list)
+    given_up: list[tuple[str, str]] = field(default_factory=list)  # email, reason (permanent)
+    waiting: list[tuple[str, str, str]] = field(default_factory=list)  # email, reason, retry at
     already_sent: int = 0
     not_due: int = 0
     renders: int = 0  # distinct bodies rendered (the rest were reused)
@@ -161,6 +206,9 @@ class SendReport:
                f"nothing new {len(self.nothing_new)}, not due {self.not_due}, "
                f"failed {len(self.failed)}, bounced {len(self.bounced)} "
                f"({self.renders} distinct bodies rendered)"]
+        if self.given_up or self.waiting:
+            out[0] += (f"; not retried (permanent) {len(self.given_up)}, "
+                       f"retry later {len(self.waiting)}")
 
         def some(items: list, fmt: Callable[[object], str]) -> None:
             out.extend(fmt(x) for x in items[:REPORT_LIST_MAX])
@@ -168,13 +216,20 @@ class SendReport:
                 out.append(f"  … and {len(items) - REPORT_LIST_MAX} more")
 
         some(self.would_send, lambda x: f"  would send {x[0]} edition {x[1]} ({x[2]} stories)")
-        some(self.failed, lambda x: f"  not delivered to {x[0]}: {x[1]} (a rerun retries it)")
+        some(self.failed, lambda x: f"  not delivered to {x[0]}: {x[1]}"
+                                    + ("" if x[1].endswith(_FINAL) else " (a rerun retries it)"))
+        some(self.given_up, lambda x: f"  not delivered to {x[0]}: {x[1]} (permanent: this "
+                                      "edition is not retried)")
+        some(self.waiting, lambda x: f"  not delivered to {x[0]} yet: {x[1]} (next try after "
+                                     f"{x[2]})")
         some(self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (subscriber marked bounced)")
         some(self.ambiguous, lambda x: f"  resent {x[0]} after an unconfirmed attempt, "
                                        f"same Message-ID {x[1]}")
         some(self.nothing_new, lambda x: f"  nothing new for {x}: no email")
         return out
 
+
+_FINAL = "(permanent: not retried)"
 
 # --- sending --------------------------------------------------------------------------------
 
@@ -185,6 +240,7 @@ class _Job:
     edition: str
     stories: list[Story]
     resend: bool = False  # a `sending`/`failed` record exists: same content, same Message-ID
+    attempt: int = 1  # how many times this edition was tried for this subscriber (incl. this)
 
 
 class _Composer:
@@ -219,12 +275,29 @@ class _Composer:
         return data, mid, body
 
 
+def retry_after(prev: dict) -> datetime | None:
+    """When a transient `failed` record may be retried: 1, 2, 4, ... minutes (capped at
+    RETRY_MAX_MINUTES) after its `at`, by the number of attempts so far."""
+    try:
+        at = parse_iso(str(prev.get("at") or ""))
+        attempt = max(1, int(prev.get("attempt") or 1))
+    except (ValueError, TypeError):
+        return None
+    return at + timedelta(minutes=min(RETRY_MAX_MINUTES, 2 ** min(attempt - 1, 10)))
+
+
+def _attempt(prev: dict) -> int:
+    n = prev.get("attempt")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
 def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
                due_only: bool, report: SendReport) -> list[_Job]:
     ranked = _ranked(config, now)
     by_id = {s.id: s for s in ranked}
     tag_keys = {s.id: story_tag_keys(s, config.tags) for s in ranked}
     grace = timedelta(hours=config.schedule.grace_hours)
+    max_age = timedelta(hours=dcfg.max_age_hours)
     journal = store.journal
     editions: dict[str, str | None] = {}
     jobs: list[_Job] = []
@@ -243,9 +316,20 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
             report.not_due += 1
             continue
         prev = journal.state(dcfg.name, edition, sub.email)
-        if prev and prev.get("state") in ("sent", "bounced"):
+        state = prev.get("state") if prev else None
+        if state in ("sent", "bounced"):
             report.already_sent += 1
             continue
+        if state == "failed" and prev.get("permanent"):  # a 5xx at MAIL/DATA: final
+            report.given_up.append((sub.email, str(prev.get("reason") or "refused")))
+            continue
+        if state == "failed" and due_only:
+            # The daemon ticks every minute: space its retries by the journal's `at`. A
+            # manual `digest send` (not due_only) retries at once: the operator asked.
+            when = retry_after(prev)
+            if when is not None and now < when:
+                report.waiting.append((sub.email, str(prev.get("reason") or ""), iso(when)))
+                continue
         if prev:  # `sending` (a crash or lost reply) or `failed`: the edition is fixed
             ids = [str(i) for i in prev.get("stories") or []]
             missing = [i for i in ids if i not in by_id]
@@ -257,10 +341,12 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
                     log.warning("%s %s %s: attempted before without a recorded outcome; "
                                 "resending with the same Message-ID", dcfg.name, edition,
                                 sub.email)
-                jobs.append(_Job(sub, edition, stories, resend=True))
+                jobs.append(_Job(sub, edition, stories, resend=True,
+                                 attempt=_attempt(prev) + (state == "failed")))
                 continue
         sent = journal.sent_story_ids(sub.email)
-        stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys)
+        stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys,
+                               now=now, max_age=max_age)
         if not stories:
             log.info("%s %s: nothing new for %s; no email", dcfg.name, edition, sub.email)
             report.nothing_new.append(sub.email)
@@ -288,9 +374,13 @@ def _send_lock(store: Store, name: str) -> Iterator[None]:
 
 
 def _record(dcfg: DigestConfig, job: _Job, state: str, mid: str, ids: Sequence[str],
-            at: str, reason: str = "") -> dict:
-    return {"digest": dcfg.name, "edition": job.edition, "email": job.sub.email, "state": state,
-            "message_id": mid, "stories": list(ids), "at": at, "reason": reason}
+            at: str, reason: str = "", permanent: bool = False) -> dict:
+    rec = {"digest": dcfg.name, "edition": job.edition, "email": job.sub.email, "state": state,
+           "message_id": mid, "stories": list(ids), "at": at, "reason": reason,
+           "attempt": job.attempt}
+    if permanent:
+        rec["permanent"] = True
+    return rec
 
 
 def send_digest(config: Config, name: str | None = None, now: datetime | None = None,
@@ -360,12 +450,16 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: _Composer, transport
     pending: list[dict] = []
     recorded: set[int] = set()
     last = [time.monotonic()]
+    started = last[0]
 
     def on_outcome(i: int, out: Outcome) -> None:
         job, _, mid, body = built[i]
         recorded.add(i)
-        pending.append(_record(dcfg, job, out.state, mid, body.story_ids,
-                               iso(datetime.now(UTC)), out.reason))
+        # `at` runs on the run's clock (`now` plus the time elapsed) so retry spacing,
+        # computed from it against a later run's `now`, is consistent under --now too.
+        when = now + timedelta(seconds=time.monotonic() - started)
+        pending.append(_record(dcfg, job, out.state, mid, body.story_ids, iso(when),
+                               out.reason, out.state == "failed" and out.permanent))
         if time.monotonic() - last[0] >= FLUSH_SECONDS:
             store.journal.append(pending)
             pending.clear()
@@ -387,8 +481,9 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: _Composer, transport
             report.bounced.append((job.sub.email, out.reason))
             bounced.append(job.sub.email)
         else:
-            report.failed.append((job.sub.email, out.reason))
-            log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, out.reason)
+            reason = f"{out.reason} {_FINAL}" if out.permanent else out.reason
+            report.failed.append((job.sub.email, reason))
+            log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, reason)
     if bounced:
         with store.transaction():
             for email in bounced:
@@ -445,7 +540,8 @@ def preview(config: Config, name: str | None = None, email: str | None = None,
                          status="active")
         sent = frozenset()
     ranked = _ranked(config, now)
-    stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags)
+    stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, now=now,
+                           max_age=timedelta(hours=dcfg.max_age_hours))
     if not stories:
         raise DigestError(f"nothing new to preview for {sub.email}",
                           "ingest stories first (`digest ingest`), or preview another email")

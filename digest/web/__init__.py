@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digest.config import Config
 from digest.errors import DigestError
@@ -26,14 +27,18 @@ from digest.web.guards import (
     CSRF_TTL,
     MAX_BODY,
     BadRequest,
+    ClientGone,
     RateLimiter,
     TooLarge,
     csrf_token,
     csrf_valid,
 )
 from digest.web.pages import (
+    HEADER_TIMEOUT,
+    MAX_CONNECTIONS,
     WebState,
     bad_request,
+    client_gone,
     digest_error,
     http_error,
     server_error,
@@ -55,11 +60,15 @@ __all__ = [
 
 log = logging.getLogger("digest.web")
 
+LIMIT_CONCURRENCY = 512  # above MAX_CONNECTIONS: uvicorn counts open connections against it too
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+MAX_HEADER_BYTES = 16 * 1024  # request line + headers; larger gets a 400 from h11
+
 ROUTES = [
     Route("/csrf", csrf, methods=["GET"]),
     Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),
     Route("/subscribe", subscribe, methods=["POST"]),
-    Route("/confirm", confirm, methods=["GET", "HEAD"]),
+    Route("/confirm", confirm, methods=["GET", "HEAD", "POST"]),
     Route("/preferences", preferences, methods=["GET", "HEAD", "POST"]),
     Route("/unsubscribe", unsubscribe, methods=["GET", "HEAD", "POST"]),
     Route("/{path:path}", static, methods=["GET", "HEAD"]),
@@ -71,7 +80,7 @@ def app(config: Config, *, state: WebState | None = None) -> Starlette:
     application = Starlette(
         routes=ROUTES,
         exception_handlers={
-            BadRequest: bad_request, TooLarge: too_large, HTTPException: http_error,
+            BadRequest: bad_request, TooLarge: too_large, ClientGone: client_gone, HTTPException: http_error,
             DigestError: digest_error, Exception: server_error,
         },
     )
@@ -87,9 +96,78 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(config: Config, application: Starlette, **kw: Any) -> uvicorn.Config:
+class _GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with two bounds it lacks: a client must send a request's
+    headers within `header_timeout` seconds of connecting (or of the previous response; a
+    trickle of bytes does not reset it), and at most `max_connections` are open at once —
+    a newcomer past that closes the oldest connection that is not mid-request. Without
+    them, idle or half-sent connections pile up until the process runs out of descriptors."""
+
+    header_timeout = HEADER_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+    _last_shed_log = -1e9
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._opened = self.loop.time()
+        self._arm_header_deadline()
+        if len(self.connections) > self.max_connections:
+            self._shed()
+
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _shed(self) -> None:
+        idle = [c for c in self.connections if isinstance(c, _GuardedH11) and c is not self and not c._busy()]
+        victim = min(idle, key=lambda c: c._opened) if idle else self
+        now = self.loop.time()
+        if now - _GuardedH11._last_shed_log >= 60:  # one line a minute, not one per connection
+            _GuardedH11._last_shed_log = now
+            log.warning("%d connections open (the limit): closing the oldest idle ones", self.max_connections)
+        victim._close()
+
+    def _arm_header_deadline(self) -> None:
+        old = getattr(self, "_header_deadline", None)
+        if old is not None:
+            old.cancel()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._header_timeout)
+
+    def _header_timeout(self) -> None:
+        self._header_deadline = None
+        if not self._busy():  # no request under way: headers never completed, or idle
+            self._close()
+
+    def _close(self) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        self.connections.discard(self)  # counted out now, even before the loop reports it
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()  # the next request's headers get the same bound
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+
+def _uvicorn_config(config: Config, application: Starlette, state: WebState | None = None,
+                    **kw: Any) -> uvicorn.Config:
+    state = state or application.state.web
+    protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": state.header_timeout,
+                                                  "max_connections": state.max_connections})
     return uvicorn.Config(application, host=config.web.host, port=config.web.port, lifespan="off",
-                          log_level="info", server_header=False, access_log=False, **kw)
+                          log_level="info", server_header=False, access_log=False, http=protocol,
+                          # Requests in flight at once; past it uvicorn answers 503 at once.
+                          limit_concurrency=LIMIT_CONCURRENCY,
+                          timeout_keep_alive=KEEP_ALIVE,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, **kw)
 
 
 def bind(config: Config) -> socket.socket:
@@ -130,7 +208,8 @@ async def serve_async(config: Config, stop: asyncio.Event, *, state: WebState | 
                       sock: socket.socket | None = None) -> None:
     """Serve inside a running event loop until `stop` is set (the daemon's web half)."""
     sock = sock or bind(config)
-    server = _QuietServer(_uvicorn_config(config, app(config, state=state)))
+    application = app(config, state=state)
+    server = _QuietServer(_uvicorn_config(config, application))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     stopper = asyncio.create_task(stop.wait())
     try:

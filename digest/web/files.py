@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import mimetypes
@@ -9,16 +10,18 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from digest.web.pages import error_page, state_of
+from digest.web.pages import error_page, security_headers, state_of
 
 _BY_SUFFIX = {
     ".rss": "application/rss+xml; charset=utf-8",
@@ -111,6 +114,7 @@ class _Entry:
     etag: str
     ctype: str
     gz: bytes | None = None
+    csp: dict[str, str] | None = None  # security headers of an HTML page (hashes of its scripts)
 
 
 class FileCache:
@@ -134,6 +138,8 @@ class FileCache:
                 self._entries.move_to_end(key)
                 return entry
         entry = _Entry('"' + hashlib.sha256(data).hexdigest()[:32] + '"', media_type(name, data[:1024]))
+        if entry.ctype.startswith("text/html"):
+            entry.csp = security_headers(" ".join(["'self'", *script_hashes(data)]))
         with self._lock:
             self._entries[key] = entry
             while len(self._entries) > 20000:
@@ -153,9 +159,11 @@ class FileCache:
         return entry.gz
 
 
-def resolve_static(root: Path, url_path: str) -> Path | None:
+def resolve_static(root: Path, url_path: str, private: Iterable[Path] = ()) -> Path | None:
     """The file under `root` that `url_path` names, or None: no `..`, no dotfiles (the
-    publisher's temp files), no NUL, nothing outside the root after resolving symlinks."""
+    publisher's temp files), no NUL, nothing outside the root after resolving symlinks, and
+    nothing inside a `private` path (the store, the Maildir, the config file), which an
+    output dir of "." would otherwise publish."""
     if "\x00" in url_path or "\\" in url_path:
         return None
     parts = [p for p in url_path.split("/") if p]
@@ -169,7 +177,26 @@ def resolve_static(root: Path, url_path: str) -> Path | None:
         return None
     if real != root and root not in real.parents:
         return None
+    for secret in private:
+        if real == secret or secret in real.parents:
+            return None
     return real
+
+
+_INLINE_SCRIPT = re.compile(rb"<script\b([^>]*)>(.*?)</script\s*>", re.I | re.S)
+
+
+def script_hashes(html: bytes) -> list[str]:
+    """CSP sources ('sha256-…') for each inline script of a published page, so the static
+    index.html's own subscribe script runs under a policy that allows no other script."""
+    out = []
+    for attrs, body in _INLINE_SCRIPT.findall(html):
+        if re.search(rb"\bsrc\s*=", attrs):
+            continue
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        if f"'sha256-{digest}'" not in out:
+            out.append(f"'sha256-{digest}'")
+    return out
 
 
 def _stat_key(path: Path) -> tuple | None:
@@ -195,13 +222,20 @@ def _read(path: Path) -> tuple[tuple, bytes, float] | None:
 async def static(request: Request) -> Response:
     st = state_of(request)
     root = st.config.feeds.output
-    path = resolve_static(root, request.url.path)
+    path = resolve_static(root, request.url.path, st.private_paths)
     if path is None:
         return error_page(request, 404, "There is no such page here.", "Start from the front page.")
     if path.is_dir():
         if not request.url.path.endswith("/"):
-            return RedirectResponse(request.url.path + "/", status_code=301)
+            # From the cleaned parts, never the raw path: `//host` would be another site.
+            parts = [p for p in request.url.path.split("/") if p]
+            clean = "/" + "".join(p + "/" for p in parts)
+            return RedirectResponse(quote(clean), status_code=301)
         path = path / "index.html"
+    elif request.url.path.endswith("/"):
+        # `/index.html/` names a directory that is not there; serving the file would make
+        # its relative links resolve against a wrong base.
+        return error_page(request, 404, "There is no such page here.", "Start from the front page.")
     # A poll of an unchanged file is answered from the cache without reading the file.
     key = await run_in_threadpool(_stat_key, path)
     entry = st.files.peek(key) if key else None
@@ -217,6 +251,7 @@ async def static(request: Request) -> Response:
         "Last-Modified": formatdate(mtime, usegmt=True),
         "Cache-Control": cache_control(entry.ctype),
         "X-Content-Type-Options": "nosniff",
+        **(entry.csp or {}),
     }
     etag, gz = entry.etag, False
     if compressible(entry.ctype):

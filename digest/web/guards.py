@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,14 +16,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from digest.errors import DigestError
 from digest.models import FEED_LANGUAGES
 
 MAX_BODY = 16 * 1024  # a subscribe or preferences form is a few hundred bytes
-CSRF_COOKIE = "digest_csrf"
-CSRF_TTL = 6 * 3600
+CSRF_COOKIE = "digest_csrf"  # holds a random browser id, not a token (tokens are per page)
+CSRF_TTL = 6 * 3600  # a form token's lifetime
+CSRF_COOKIE_TTL = 400 * 24 * 3600  # the browser id's (the longest a browser keeps a cookie)
+BODY_TIMEOUT = 10.0  # seconds to receive a whole form body (a slow body holds a connection)
+_BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SUBSCRIBE_BURST = 5  # submissions an address may make at once…
 SUBSCRIBE_REFILL = 60.0  # …then one more per this many seconds
 TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # shown escaped everywhere; just no controls
@@ -42,42 +46,63 @@ class BadRequest(Exception):
         self.hint = hint
 
 
-def csrf_token(secret: bytes, now: float) -> str:
-    nonce = secrets.token_urlsafe(12)
+def new_browser_id() -> str:
+    """A random id for the long-lived CSRF cookie (set once per browser, never per page)."""
+    return secrets.token_urlsafe(18)
+
+
+def valid_browser_id(value: str | None) -> str:
+    """The cookie's browser id when it is one of ours in shape, else "" (then a new one is set)."""
+    return value if value and _BROWSER_ID.fullmatch(value) else ""
+
+
+def csrf_token(secret: bytes, browser_id: str, now: float) -> str:
+    """A form token bound to this browser's cookie id: HMAC(secret, browser id + issue time).
+
+    Every page load mints a fresh token for the same id, so any number of open tabs keep
+    working (a token per cookie value would let the newest tab invalidate the others)."""
     ts = str(int(now))
-    sig = hmac.new(secret, f"csrf|{nonce}|{ts}".encode(), hashlib.sha256).digest()
-    return f"{nonce}.{ts}.{base64.urlsafe_b64encode(sig[:18]).decode()}"
+    return f"{ts}.{_csrf_mac(secret, browser_id, ts)}"
 
 
-def csrf_valid(secret: bytes, form_token: str, cookie_token: str, now: float) -> bool:
-    """Double submit: the form field equals the cookie (a cross-site page can set neither),
-    and the token is ours and fresh (a cookie planted by a sibling subdomain cannot be)."""
-    if not form_token or not hmac.compare_digest(form_token.encode(), cookie_token.encode()):
+def _csrf_mac(secret: bytes, browser_id: str, ts: str) -> str:
+    sig = hmac.new(secret, f"csrf|{browser_id}|{ts}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(sig[:18]).decode()
+
+
+def csrf_valid(secret: bytes, form_token: str, browser_id: str, now: float) -> bool:
+    """The form token was minted by us, for this browser's cookie id (a cross-site page can
+    neither read nor set the SameSite=Strict cookie), and is fresh."""
+    if not form_token or not valid_browser_id(browser_id) or len(form_token) > 200:
         return False
-    try:
-        nonce, ts, sig = form_token.split(".")
-        age = now - int(ts)
-    except ValueError:
+    ts, dot, sig = form_token.partition(".")
+    if not dot or not ts.isdigit():
         return False
-    good = hmac.new(secret, f"csrf|{nonce}|{ts}".encode(), hashlib.sha256).digest()
-    return hmac.compare_digest(sig.encode(), base64.urlsafe_b64encode(good[:18])) and -60 <= age <= CSRF_TTL
+    age = now - int(ts)
+    good = _csrf_mac(secret, browser_id, ts)
+    return hmac.compare_digest(sig.encode(), good.encode()) and -60 <= age <= CSRF_TTL
 
 
 def same_origin(headers: Any, base_url: str, scheme: str) -> bool:
     """A POST from a browser must come from our own pages: Sec-Fetch-Site says so when sent,
-    and Origin (when sent) must be base_url's origin or this Host."""
+    and Origin (when sent) must be base_url's origin. The Host header alone proves nothing
+    (a client chooses it), so it only counts when it names base_url's own host and port."""
     site = headers.get("sec-fetch-site")
     if site and site not in ("same-origin", "none"):
         return False
     origin = headers.get("origin")
     if not origin:
-        return True  # non-browser clients; the double-submit token still guards
+        return True  # non-browser clients; the CSRF token (or the signed link) still guards
     if origin == "null":
-        return False
+        # Our pages send Referrer-Policy: no-referrer, and then browsers post `Origin: null`
+        # from our own forms; Sec-Fetch-Site (which no page can forge) tells those apart
+        # from sandboxed or data: documents on other sites.
+        return site == "same-origin"
+    base = urlsplit(base_url)
     allowed = {_origin(base_url)}
-    host = headers.get("host")
-    if host:
-        allowed.add(f"{scheme}://{host}".lower())
+    host = (headers.get("host") or "").lower()
+    if host and host == (base.netloc or "").lower():
+        allowed.add(f"{scheme}://{host}")  # base_url's host reached over plain HTTP (a proxy)
     return origin.lower().rstrip("/") in allowed
 
 
@@ -120,7 +145,13 @@ class RateLimiter:
             del self._buckets[next(iter(self._buckets))]
 
 
-async def bounded_body(request: Request, limit: int = MAX_BODY) -> bytes:
+class ClientGone(Exception):
+    """The client closed the connection before its request body arrived (nothing to answer)."""
+
+
+async def bounded_body(request: Request, limit: int = MAX_BODY, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The request body, refused past `limit` bytes (413) or `timeout` seconds (408): a
+    client trickling a body must not hold a connection and a worker for long."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -128,18 +159,28 @@ async def bounded_body(request: Request, limit: int = MAX_BODY) -> bytes:
                 raise TooLarge
         except ValueError as e:
             raise BadRequest("Content-Length is not a number") from e
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def collect() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except TimeoutError as e:
+        raise BadRequest("The request body arrived too slowly.", 408,
+                         "Check your connection and send the form again.") from e
+    except ClientDisconnect as e:
+        raise ClientGone from e
 
 
-async def read_form(request: Request) -> dict[str, list[str]]:
+async def read_form(request: Request, timeout: float = BODY_TIMEOUT) -> dict[str, list[str]]:
     """Both encodings a form (or an RFC 8058 one-click POST) may use, with the body bounded."""
-    body = await bounded_body(request)
+    body = await bounded_body(request, timeout=timeout)
     sent = False
 
     async def replay() -> dict:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -20,9 +21,20 @@ from digest.pipeline.sending import site_secret
 from digest.resources import WEB_TEMPLATES
 from digest.site import environment
 from digest.store import Store
-from digest.web.guards import CSRF_COOKIE, CSRF_TTL, MAX_BODY, BadRequest, RateLimiter
+from digest.web.guards import (
+    BODY_TIMEOUT,
+    CSRF_COOKIE,
+    CSRF_COOKIE_TTL,
+    MAX_BODY,
+    BadRequest,
+    ClientGone,
+    RateLimiter,
+)
 
 log = logging.getLogger("digest.web")
+
+MAX_CONNECTIONS = 500  # below uvicorn's limit_concurrency (512), which counts connections too
+HEADER_TIMEOUT = 10.0  # seconds from connect (or the last response) to a request's full headers
 
 
 @dataclass
@@ -33,6 +45,11 @@ class WebState:
     # One victim's mailbox must not be flooded from many addresses: a quieter bucket per email.
     per_email: RateLimiter = field(default_factory=lambda: RateLimiter(burst=3, refill=600.0))
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Slow-client bounds (see web/__init__.py): open connections at once (the oldest idle one
+    # is closed for a newcomer), seconds to send a request's headers, and its form body.
+    max_connections: int = MAX_CONNECTIONS
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
     _store: Any = None
     _secret: bytes | None = None
     _templates: Any = None
@@ -44,6 +61,13 @@ class WebState:
             if self._store is None:
                 self._store = Store(self.config.store.path)
             return self._store
+
+    @property
+    def private_paths(self) -> tuple[Path, ...]:
+        """Places never served even when the output dir holds them: the store (site secret,
+        addresses), the Maildir (mail) and the config file."""
+        c = self.config
+        return tuple(Path(p).resolve() for p in (c.store.path, c.smtp.maildir, c.path) if p)
 
     @property
     def templates(self) -> Any:
@@ -74,10 +98,26 @@ def base_url(config: Config) -> str:
     return config.site.base_url.rstrip("/") + "/"
 
 
+def security_headers(script_src: str) -> dict[str, str]:
+    """Headers for every HTML page: what may run (`script_src`), no framing, no Referer."""
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        # Link tokens live in query strings: no page hands its URL to anyone as a Referer.
+        # (Browsers then send `Origin: null` on our own form posts; guards.same_origin
+        # accepts that only together with `Sec-Fetch-Site: same-origin`.)
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 def render(request: Request, template: str, status: int = 200, *,
            cookie: str | None = None, **ctx: Any) -> Response:
     """An HTML page from templates/web/, rendered by digest.site's environment (autoescape
-    on, undefined names are errors, XML-illegal characters stripped)."""
+    on, undefined names are errors, XML-illegal characters stripped). `cookie` is a new
+    browser id to set as the CSRF cookie (None: leave the browser's cookie alone)."""
     st = state_of(request)
     nonce = secrets.token_urlsafe(12)
     for key, value in (("base_url", base_url(st.config)), ("site", st.config.site), ("page_lang", "en"),
@@ -87,23 +127,17 @@ def render(request: Request, template: str, status: int = 200, *,
     html = st.templates.get_template(template).render(**ctx)
     resp = Response(html, status_code=status, media_type="text/html; charset=utf-8")
     resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
     # base.html carries its styles inline; scripts run only with this response's nonce.
-    resp.headers["Content-Security-Policy"] = (
-        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-    # Pages reached by signed links must not hand the token to other sites via Referer.
-    # Not "no-referrer": with it Chromium sends `Origin: null` on our own form posts.
-    resp.headers["Referrer-Policy"] = "same-origin"
+    resp.headers.update(security_headers(f"'nonce-{nonce}'"))
     if cookie:
         set_csrf_cookie(resp, st.config, cookie)
     return resp
 
 
-def set_csrf_cookie(resp: Response, config: Config, token: str) -> None:
+def set_csrf_cookie(resp: Response, config: Config, browser_id: str) -> None:
     secure = "; Secure" if base_url(config).startswith("https:") else ""
-    resp.headers["Set-Cookie"] = f"{CSRF_COOKIE}={token}; Path=/; Max-Age={CSRF_TTL}; HttpOnly; SameSite=Strict{secure}"
+    resp.headers["Set-Cookie"] = (f"{CSRF_COOKIE}={browser_id}; Path=/; Max-Age={CSRF_COOKIE_TTL}; "
+                                  f"HttpOnly; SameSite=Strict{secure}")
 
 
 def error_page(request: Request, status: int, message: str, hint: str = "") -> Response:
@@ -121,12 +155,25 @@ def error_page(request: Request, status: int, message: str, hint: str = "") -> R
 
 async def bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return error_page(request, exc.status, exc.message, exc.hint)
+    resp = error_page(request, exc.status, exc.message, exc.hint)
+    if exc.status == 408:
+        resp.headers["Connection"] = "close"  # the rest of a slow body is not worth waiting for
+    return resp
 
 
 async def too_large(request: Request, exc: Exception) -> Response:
-    return error_page(request, 413, f"The request body is larger than {MAX_BODY // 1024} KB.",
+    resp = error_page(request, 413, f"The request body is larger than {MAX_BODY // 1024} KB.",
                       "Forms here are small; send less data.")
+    resp.headers["Connection"] = "close"  # do not read the rest of an oversized body
+    return resp
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hung up mid-body is routine, not a server error: one quiet log line."""
+    assert isinstance(exc, ClientGone)
+    log.info("client %s disconnected before sending its %s %s body",
+             request.client.host if request.client else "?", request.method, request.url.path)
+    return Response(b"", status_code=400, headers={"Connection": "close"})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import datetime
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -24,23 +25,31 @@ from digest.web.guards import (
     csrf_token,
     csrf_valid,
     first,
+    new_browser_id,
     read_form,
     same_origin,
+    valid_browser_id,
 )
 from digest.web.pages import WebState, error_page, render, set_csrf_cookie, state_of
 
 log = logging.getLogger("digest.web")
 
 
-def _new_csrf(request: Request) -> str:
-    return csrf_token(state_of(request).secret, time.time())
+def _new_csrf(request: Request) -> tuple[str, str | None]:
+    """A fresh form token for this browser, and the new browser id to set as its cookie when
+    it has none yet (None: the cookie stays as it is, so other open tabs keep working)."""
+    browser = valid_browser_id(request.cookies.get(CSRF_COOKIE))
+    fresh = None
+    if not browser:
+        browser = fresh = new_browser_id()
+    return csrf_token(state_of(request).secret, browser, time.time()), fresh
 
 
 def _check_post(request: Request, form: dict[str, list[str]] | None = None) -> None:
     st = state_of(request)
     if not same_origin(request.headers, st.config.site.base_url, request.url.scheme):
         raise BadRequest("This form was sent from another site.", 403,
-                         "Open the page on this site and submit the form from there.")
+                         f"Open the page at {st.config.site.base_url} and submit the form from there.")
     if form is not None and not csrf_valid(st.secret, first(form, "csrf"),
                                            request.cookies.get(CSRF_COOKIE, ""), time.time()):
         raise BadRequest("The form has expired or was not sent from this site.", 403,
@@ -48,22 +57,30 @@ def _check_post(request: Request, form: dict[str, list[str]] | None = None) -> N
 
 
 async def csrf(request: Request) -> Response:
-    """The static index.html cannot carry a per-visitor token, so its script fetches one here;
-    the same token goes into a SameSite=Strict cookie (the double submit). Without script,
-    the form still works from GET /subscribe, which is rendered with a token."""
-    token = await run_in_threadpool(_new_csrf, request)
+    """The static index.html cannot carry a per-visitor token, so its script fetches one here
+    (setting the SameSite=Strict browser-id cookie the token is bound to, if absent). Without
+    script, the form still works from GET /subscribe, which is rendered with a token."""
+    token, fresh = await run_in_threadpool(_new_csrf, request)
     resp = JSONResponse({"token": token}, headers={"Cache-Control": "no-store"})
-    set_csrf_cookie(resp, state_of(request).config, token)
+    if fresh:
+        set_csrf_cookie(resp, state_of(request).config, fresh)
     return resp
 
 
 async def subscribe_form(request: Request) -> Response:
-    token = await run_in_threadpool(_new_csrf, request)
-    return render(request, "subscribe.html", csrf=token, cookie=token, form={}, languages=FEED_LANGUAGES)
+    token, fresh = await run_in_threadpool(_new_csrf, request)
+    return render(request, "subscribe.html", csrf=token, cookie=fresh, form={}, languages=FEED_LANGUAGES)
 
 
-def _subscribe(st: WebState, email: str, langs: list[str], tags: list[str], tz: str) -> Subscriber | None:
-    """Create or refresh a pending subscriber; the subscriber to mail, or None to mail nobody."""
+def _subscribe(st: WebState, email: str, langs: list[str], tags: list[str], tz: str) -> Subscriber:
+    """Create or refresh a pending subscriber; the subscriber to mail a confirm link to.
+
+    Anyone can post this form for any address, so: an active subscriber's choices never
+    change here (only through their signed preferences link; they just get a confirmation
+    mail whose page leads there); a pending or unsubscribed one takes the new choices, which
+    count only once confirmed from that mailbox, and `created` becomes this request's time,
+    so every confirm link mailed before it stops working (web `_confirm`): an old link
+    cannot activate someone else's later choices."""
     store, now = st.store, st.clock()
     with store.transaction():
         sub = store.get_subscriber(email)
@@ -71,11 +88,9 @@ def _subscribe(st: WebState, email: str, langs: list[str], tags: list[str], tz: 
             sub = Subscriber(email=email, languages=langs, tags=tags, timezone=tz, status="pending",
                              created=now, secret=secrets.token_hex(16))
             store.add_subscriber(sub)
-        elif sub.status in ("pending", "unsubscribed", "bounced"):
-            # Unconfirmed choices may change freely: nothing is sent until the owner confirms.
-            sub = store.update_subscriber(email, languages=langs, tags=tags, timezone=tz, status="pending")
-        # An active subscriber's choices change only through their signed preferences link;
-        # they get a confirmation mail whose page leads there.
+        elif sub.status != "active":
+            sub = store.update_subscriber(email, languages=langs, tags=tags, timezone=tz, status="pending",
+                                          created=now, secret=secrets.token_hex(16))
     return sub
 
 
@@ -98,7 +113,7 @@ async def subscribe(request: Request) -> Response:
                           f"Wait {int(wait) + 1} seconds and try again.")
         resp.headers["Retry-After"] = str(int(wait) + 1)
         return resp
-    form = await read_form(request)
+    form = await read_form(request, st.body_timeout)
     try:
         _check_post(request, form)
         email = clean_email(first(form, "email"))
@@ -108,14 +123,16 @@ async def subscribe(request: Request) -> Response:
     except BadRequest as e:
         # Show the form again with what was typed and a fresh token: a visitor without
         # script (no token yet) or with an expired page just submits once more.
-        token = await run_in_threadpool(_new_csrf, request)
+        token, fresh = await run_in_threadpool(_new_csrf, request)
         values = {"email": first(form, "email"), "tags": ", ".join(form.get("tags", [])),
                   "timezone": first(form, "timezone"), "languages": form.get("languages", [])}
-        return render(request, "subscribe.html", e.status, csrf=token, cookie=token, form=values,
+        return render(request, "subscribe.html", e.status, csrf=token, cookie=fresh, form=values,
                       languages=FEED_LANGUAGES, problem=e.message, hint=e.hint)
-    sub = await run_in_threadpool(_subscribe, st, email, langs, tags, tz)
     task = None
-    if sub is not None and not st.per_email.take(email.lower()):
+    # A throttled address changes nothing: no new choices, no new request time (which would
+    # void the link its owner was just sent), no mail.
+    if not st.per_email.take(email.lower()):
+        sub = await run_in_threadpool(_subscribe, st, email, langs, tags, tz)
         task = BackgroundTask(_send_confirmation, st, sub)
     # The same words whether the address is new, pending, active or throttled: no enumeration.
     resp = render(request, "message.html", kind="subscribed",
@@ -127,9 +144,12 @@ async def subscribe(request: Request) -> Response:
 
 
 def _token_email(st: WebState, purpose: str, token: str) -> str:
+    return _token(st, purpose, token)[0]
 
+
+def _token(st: WebState, purpose: str, token: str) -> tuple[str, datetime | None]:
     try:
-        return tokens.verify(st.secret, purpose, token, st.clock())
+        return tokens.decode(st.secret, purpose, token, st.clock())
     except tokens.TokenError as e:
         raise BadRequest(f"This link is not valid: {e.message}.", 400,
                          "Use the newest link you received, or subscribe again from the front page.") from e
@@ -143,27 +163,50 @@ def _links(st: WebState, email: str) -> dict[str, str]:
     }
 
 
-def _confirm(st: WebState, email: str) -> str:
+def _confirm_state(st: WebState, email: str, expires: datetime | None, *, activate: bool) -> str:
+    """"gone", "already", "stale" (a newer subscribe request voided this link), "ready"
+    (GET: show the button) or "confirmed" (POST: activated now)."""
     store = st.store
     with store.transaction():
         sub = store.get_subscriber(email)
         if sub is None or sub.status in ("unsubscribed", "bounced"):
-            # An old link must not undo a later unsubscribe.
-            return "gone"
+            return "gone"  # an old link must not undo a later unsubscribe
         if sub.status == "active":
             return "already"
+        issued = tokens.confirm_issued(expires)
+        # Whole seconds: the token carries its expiry in seconds.
+        if issued is None or int(issued.timestamp()) < int(sub.created.timestamp()):
+            return "stale"
+        if not activate:
+            return "ready"
         store.update_subscriber(email, status="active", confirmed=st.clock())
         return "confirmed"
 
 
 async def confirm(request: Request) -> Response:
+    """GET (and HEAD) only show a Confirm button: mail scanners and link previews follow
+    links, and must not subscribe anyone. The POST confirms; the signed link is its whole
+    authority (it reached the owner's mailbox), so beyond it only same-origin is checked."""
     st = state_of(request)
-    email = await run_in_threadpool(_token_email, st, "confirm", request.query_params.get("t", ""))
-    outcome = await run_in_threadpool(_confirm, st, email)
+    token = request.query_params.get("t", "")
+    email, expires = await run_in_threadpool(_token, st, "confirm", token)
+    post = request.method == "POST"
+    if post:
+        _check_post(request)
+    outcome = await run_in_threadpool(lambda: _confirm_state(st, email, expires, activate=post))
     if outcome == "gone":
         return render(request, "message.html", kind="gone", heading="This link was already used",
                       message="This address is not subscribed any more.",
                       hint="To subscribe again, use the form on the front page.")
+    if outcome == "stale":
+        return render(request, "message.html", 400, kind="error", heading="This link was replaced",
+                      message="This link is not valid: a newer confirmation link was sent to this address.",
+                      hint="Use the link in the newest confirmation email, or subscribe again from the front page.")
+    if outcome == "ready":
+        return render(request, "message.html", kind="confirm", heading="Confirm your subscription",
+                      email=email, confirm_token=token,
+                      message=f"Start sending the digest to {email}?",
+                      hint="Nothing is sent until you press the button.")
     links = await run_in_threadpool(_links, st, email)
     heading = "You are subscribed" if outcome == "confirmed" else "You were already subscribed"
     return render(request, "message.html", kind="confirmed", heading=heading, email=email,
@@ -177,7 +220,7 @@ async def preferences(request: Request) -> Response:
     saved, problem, hint = False, None, ""
     if request.method == "POST":
         _check_post(request)
-        form = await read_form(request)
+        form = await read_form(request, st.body_timeout)
         _check_post(request, form)
         try:
             langs = clean_languages(form.get("languages", []))
@@ -192,9 +235,9 @@ async def preferences(request: Request) -> Response:
         return render(request, "message.html", kind="gone", heading="Not subscribed",
                       message="This address does not receive the digest.",
                       hint="To subscribe again, use the form on the front page.")
-    csrf_tok = await run_in_threadpool(_new_csrf, request)
+    csrf_tok, fresh = await run_in_threadpool(_new_csrf, request)
     links = await run_in_threadpool(_links, st, email)
-    return render(request, "preferences.html", 400 if problem else 200, cookie=csrf_tok,
+    return render(request, "preferences.html", 400 if problem else 200, cookie=fresh,
                   csrf=csrf_tok, token=token, sub=sub, saved=saved, problem=problem, hint=hint,
                   languages=FEED_LANGUAGES, **links)
 
@@ -226,9 +269,9 @@ async def unsubscribe(request: Request) -> Response:
     st = state_of(request)
     token = request.query_params.get("t", "")
     email = await run_in_threadpool(_token_email, st, "unsubscribe", token)
-    if request.method == "GET":
+    if request.method != "POST":
         return render(request, "unsubscribe.html", token=token, email=email, done=False)
-    form = await read_form(request)
+    form = await read_form(request, st.body_timeout)
     if first(form, "List-Unsubscribe") != "One-Click":
         raise BadRequest("The unsubscribe request is missing List-Unsubscribe=One-Click.", 400,
                          "Use the button on the unsubscribe page.")
