@@ -3,13 +3,16 @@ before its fix. Real parts throughout: files on disk, the store, aiosmtpd on 127
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -255,9 +258,7 @@ def test_a_5xx_at_data_is_final_for_the_edition(tmp_path: Path) -> None:
 def test_transient_failures_are_retried_with_growing_spacing(tmp_path: Path) -> None:
     with SMTPServer(faults=Faults(data_4xx=1000)) as srv:
         config = _smtp_config(tmp_path, srv.port)
-        config = type(config)(**{**config.__dict__,
-                                 "smtp": type(config.smtp)(**{**config.smtp.__dict__,
-                                                             "retries": 0})})
+        config = dataclasses.replace(config, smtp=dataclasses.replace(config.smtp, retries=0))
         add_subscribers(config, sub("a@example.com"))
         t = NOW
         tried_at = []
@@ -272,7 +273,7 @@ def test_transient_failures_are_retried_with_growing_spacing(tmp_path: Path) -> 
                 assert r.waiting and r.waiting[0][0] == "a@example.com" and not r.failed
                 assert any("next try after" in line for line in r.lines())
             t += timedelta(seconds=30)
-        gaps = [(b - a).total_seconds() / 60 for a, b in zip(tried_at, tried_at[1:])]
+        gaps = [(b - a).total_seconds() / 60 for a, b in zip(tried_at, tried_at[1:], strict=False)]
         assert gaps == [1.0, 2.0, 4.0], gaps  # 1, 2, 4 minutes apart, not every tick
         rec = list(Store(config.store.path).journal.records())[-1]
         assert rec["state"] == "failed" and rec["attempt"] == 4 and not rec.get("permanent")
@@ -447,17 +448,20 @@ def test_serve_logs_its_address(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DIGEST_LOG_LEVEL"}
     proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(config.path),
                              "serve"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
     try:
-        # Read until the listening line; the pytest timeout bounds a server that never says.
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving" in line:
-                break
+        # Wait until it accepts connections (a liveness bound, not a speed check), stop it,
+        # then read everything it logged.
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        proc.stderr.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    lines = err.splitlines()
     assert any(f"http://127.0.0.1:{port}/" in line and " INFO digest.web: " in line
                for line in lines), lines
     assert proc.returncode == 0

@@ -79,7 +79,7 @@ def _subscribe(st: WebState, email: str, langs: list[str], tags: list[str], tz: 
     change here (only through their signed preferences link; they just get a confirmation
     mail whose page leads there); a pending or unsubscribed one takes the new choices, which
     count only once confirmed from that mailbox, and `created` becomes this request's time,
-    so every confirm link mailed before it stops working (web `_confirm`): an old link
+    so every confirm link mailed before it stops working (`_confirm_state`): an old link
     cannot activate someone else's later choices."""
     store, now = st.store, st.clock()
     with store.transaction():
