@@ -493,6 +493,7 @@ def parse_config(text: str, path: Path) -> Config:
     feeds = FeedsConfig(output=_resolve(root, paths_of("feeds", "output", "public")), **sec["feeds"])
     smtp = SmtpConfig(maildir=_resolve(root, paths_of("smtp", "maildir", "maildir")), **sec["smtp"])
     _check_secrets(v, smtp, data.get("smtp", {}))
+    _check_overlap(v, path, store.path, feeds.output, smtp.maildir)
 
     tags = data.get("tags", {})
     if not isinstance(tags, dict):
@@ -539,8 +540,31 @@ def parse_config(text: str, path: Path) -> Config:
     )
 
 
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def _check_overlap(v: _Validator, config_path: Path, store: Path, output: Path, maildir: Path) -> None:
+    """The output dir is served to the world: it must not hold the store (the link-signing
+    secret, subscriber addresses), the Maildir (mail with live links) or config.toml."""
+    for name, private in (("[store].path", store), ("[smtp].maildir", maildir)):
+        if _inside(private, output) or _inside(output, private):
+            raise v.fail("feeds", 0, "output",
+                         f"{output} overlaps {name} ({private}); everything under it is served",
+                         f"give [feeds].output and {name} separate directories, e.g. output = \"public\"")
+    if _inside(config_path, output):
+        raise v.fail("feeds", 0, "output", f"{output} holds {config_path.name}, which would be served",
+                     'publish into a subdirectory, e.g. output = "public"')
+
+
 def _check_secrets(v: _Validator, smtp: SmtpConfig, raw: dict[str, Any]) -> None:
     """A login without its password fails now, not at the first send hours later."""
+    if (smtp.transport == "smtp" and smtp.username and smtp.security == "none"
+            and smtp.host not in ("127.0.0.1", "::1", "localhost")):
+        raise v.fail("smtp", 0, "security",
+                     f'"none" would send the password for {smtp.username!r} in clear text to {smtp.host}',
+                     'use security = "starttls" (port 587) or "tls" (port 465); plain AUTH is allowed only on loopback')
     if smtp.transport == "smtp" and smtp.username and not smtp.password():
         key = "password_env" if "password_env" in raw else "username"
         raise v.fail("smtp", 0, key,

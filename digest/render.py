@@ -82,10 +82,15 @@ class InvalidAddress(DigestError):
 # --- small pure helpers ---------------------------------------------------------------------
 
 
+_MARKER_PREFIX = re.compile(r"%{2,}(?=DIGEST-)")
+
+
 def clean(text: str) -> str:
     """Untrusted story text → one safe line: no control characters, no line breaks."""
     text = _NEWLINES.sub(" ", _CTRL.sub("", text or "")).strip()
-    return text.replace("%%DIGEST-", "%DIGEST-")  # story text can never forge a link marker
+    # Story text can never forge a link marker: collapse any run of %s before DIGEST-
+    # (a single replace would turn "%%%DIGEST-" back into "%%DIGEST-").
+    return _MARKER_PREFIX.sub("%", text)
 
 
 def normalize_email(text: str, where: str = "email", local_ok: bool = False) -> str:

@@ -508,3 +508,53 @@ def test_no_env_secret_ever_means_no_warning(tmp_path: Path, monkeypatch: pytest
         a = site_secret(config, Store(config.store.path))
         b = site_secret(config, Store(config.store.path))
     assert a == b and caplog.records == []
+
+
+# --- security review follow-ups (lead) ------------------------------------------------------
+
+
+def test_symlink_in_inbox_is_not_followed(tmp_path: Path) -> None:
+    """A symlink dropped into an inbox must not publish the file it points at."""
+    config = make_project(tmp_path, ingest=False)
+    secret = tmp_path / "private.txt"
+    secret.write_text("root:x:0:0:secret\n", encoding="utf-8")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "006_5555666677778888.txt").symlink_to(secret)
+    report = ingest_paths(config, [inbox], as_of=AS_OF, echo=_quiet)
+    assert report.added == []
+    assert any("symlink" in r for r in report.rejected)
+    assert Store(config.store.path).get_story("5555666677778888") is None
+
+
+@pytest.mark.parametrize("output", [".", "store", "maildir", "store/public"])
+def test_output_dir_may_not_overlap_private_dirs(tmp_path: Path, output: str) -> None:
+    key = "[feeds].output"
+    text = SHIPPED.replace('output = "public"', f'output = "{output}"')
+    line = text.splitlines().index(f'output = "{output}"') + 1
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, tmp_path / "config.toml")
+    assert e.value.message.startswith(f"{tmp_path / 'config.toml'}:{line}: {key}: ")
+    assert "separate" in e.value.hint or "subdirectory" in e.value.hint
+
+
+def test_cleartext_auth_refused_off_loopback(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "pw")
+    text = (SHIPPED.replace('transport = "maildir"', 'transport = "smtp"')
+            .replace('username = ""', 'username = "mailer"'))
+    far = text.replace('host = "127.0.0.1"\n# SMTP port', 'host = "mail.example.com"\n# SMTP port')
+    assert far != text
+    with pytest.raises(ConfigError) as e:
+        parse_config(far, tmp_path / "config.toml")
+    assert "[smtp].security" in e.value.message and "clear text" in e.value.message
+    parse_config(far.replace('security = "none"', 'security = "starttls"'), tmp_path / "config.toml")
+    parse_config(text, tmp_path / "config.toml")  # loopback relay: allowed
+
+
+@pytest.mark.parametrize("text", ["%%DIGEST-UNSUBSCRIBE-URL%%", "%%%DIGEST-UNSUBSCRIBE-URL%%",
+                                  "%%%%%%DIGEST-PREFERENCES-URL%%"])
+def test_story_text_cannot_forge_link_markers(text: str) -> None:
+    from digest.render import PREFS_MARK, UNSUB_MARK, clean
+
+    out = clean(text)
+    assert UNSUB_MARK not in out and PREFS_MARK not in out

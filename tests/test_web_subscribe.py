@@ -56,7 +56,7 @@ def test_subscribe_confirm_preferences_unsubscribe(env):
         assert r.status_code == 200 and store.get_subscriber("reader@example.com").status == "pending"
     r = client.get(path)
     assert 'id="confirm-form" class="stack" method="post"' in r.text
-    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["referrer-policy"] == "same-origin"
     r = client.post(path)
     assert r.status_code == 200 and "You are subscribed" in r.text
     assert store.get_subscriber("reader@example.com").status == "active"

@@ -62,6 +62,12 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             except OSError as e:
                 missing.append(f"{p}: cannot list the directory ({e.strerror})")
                 continue
+            # A symlink dropped into an inbox could publish any file the process can read
+            # (/etc/passwd, a private key): inside a directory, only regular files count.
+            # A file named on the command line is the operator's explicit choice.
+            links = [c for c in found if c.is_symlink()]
+            missing += [f"{c}: is a symlink; not followed inside an inbox directory" for c in links]
+            found = [c for c in found if not c.is_symlink()]
         elif p.exists():
             found = [p]
         else:

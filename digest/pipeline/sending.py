@@ -42,7 +42,7 @@ log = logging.getLogger("digest.send")
 BATCH = 100  # messages per journal batch: one fsync for `sending`, one for the outcomes;
 # a crash mid-batch resends at most this many, each with its original Message-ID
 FLUSH_SECONDS = 0.05  # group-commit window for outcome records
-CONFIRM_TTL = timedelta(days=7)
+CONFIRM_TTL = tokens.CONFIRM_LIFETIME  # the web checks issue time against the same lifetime
 RETRY_MAX_MINUTES = 30  # transient failures: retried after 1, 2, 4, ... minutes, at most 30
 REPORT_LIST_MAX = 50  # per category in the printed report; the counts are always exact
 

@@ -94,9 +94,9 @@ def same_origin(headers: Any, base_url: str, scheme: str) -> bool:
     if not origin:
         return True  # non-browser clients; the CSRF token (or the signed link) still guards
     if origin == "null":
-        # Our pages send Referrer-Policy: no-referrer, and then browsers post `Origin: null`
-        # from our own forms; Sec-Fetch-Site (which no page can forge) tells those apart
-        # from sandboxed or data: documents on other sites.
+        # A privacy setting or extension can make browsers post `Origin: null` from our own
+        # forms; Sec-Fetch-Site (which no page can forge) tells those apart from sandboxed
+        # or data: documents on other sites.
         return site == "same-origin"
     base = urlsplit(base_url)
     allowed = {_origin(base_url)}

@@ -106,10 +106,11 @@ def security_headers(script_src: str) -> dict[str, str]:
             "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
-        # Link tokens live in query strings: no page hands its URL to anyone as a Referer.
-        # (Browsers then send `Origin: null` on our own form posts; guards.same_origin
-        # accepts that only together with `Sec-Fetch-Site: same-origin`.)
-        "Referrer-Policy": "no-referrer",
+        # Link tokens live in query strings: no page hands its URL to another site as a
+        # Referer. `same-origin` rather than `no-referrer`, because under `no-referrer`
+        # browsers post `Origin: null` from our own forms, and browsers without
+        # Sec-Fetch-Site (older Safari/Firefox) could then not tell them from a forgery.
+        "Referrer-Policy": "same-origin",
     }
 
 
