@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import mailbox
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +94,79 @@ class MaildirTransport(Transport):
         return out
 
 
+# An address we may put between <> on MAIL/RCPT as it is: printable ASCII, one @, none of
+# the characters that need quoting or could smuggle ESMTP parameters. Anything else takes
+# aiosmtplib's own sendmail (parseaddr + its injection check), as before.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
+
+
+def plain_address(address: str) -> bytes | None:
+    """`a@b.org` → b"<a@b.org>" for the fast path, or None when it needs full parsing."""
+    return f"<{address}>".encode("ascii") if _PLAIN_ADDRESS.match(address) else None
+
+
+def wire_data(data: bytes) -> bytes:
+    """Message bytes → the DATA payload: CRLF line ends, a final CRLF, leading dots doubled,
+    then the `.` line; byte for byte what aiosmtplib sends, minus its two regex passes.
+
+    Our messages are already CRLF and base64, so the counts and the `\r\n.` search (fast C
+    scans) find nothing and no copy is made; odd input takes the same rules the slow way."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b".") or b"\r\n." in data:
+        data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n..")[2:]
+    return data + b".\r\n"
+
+
+async def _transact(client: aiosmtplib.SMTP, sender: str, mail_from: bytes, recipient: str,
+                    rcpt_to: bytes, payload: bytes) -> None:
+    """MAIL, RCPT, DATA on a connected client, raising aiosmtplib's own exceptions the way
+    its `sendmail` does (so `_send_one` classifies them alike), but without re-parsing the
+    addresses and re-scanning the ~44 KB message (28 % of send time in the profile).
+
+    `payload` comes from `wire_data`; the slot owns this client, so no command interleaves
+    between writing the payload and reading its reply."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    opts = [b"SIZE=%d" % (len(payload) - 3)] if client.supports_extension("size") else []
+    try:
+        r = await client.execute_command(b"MAIL", b"FROM:" + mail_from, *opts)
+        if r.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(r.code, r.message, sender)
+        r = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
+        if r.code not in (250, 251):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, recipient)])
+        r = await client.execute_command(b"DATA")
+        if r.code != 354:
+            raise aiosmtplib.SMTPDataError(r.code, r.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(payload)
+            r = await protocol.read_response(timeout=client.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            client.close()  # a half-read reply would pair with the next command
+            raise
+        if r.code != 250:
+            raise aiosmtplib.SMTPDataError(r.code, r.message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        try:  # reset the envelope for the next attempt, as sendmail does
+            await client.rset()
+        except (ConnectionError, aiosmtplib.SMTPResponseException):
+            pass
+        raise
+
+
 class _Fatal(Exception):
     """Every remaining message would fail the same way (bad password, no server)."""
 
@@ -174,6 +248,9 @@ class SmtpTransport(Transport):
 
     async def _send_one(self, slot: int, env: Envelope) -> Outcome:
         attempt, ambiguous = 0, False
+        # Parsed and scanned once per message, not once per attempt and command.
+        mail_from, rcpt_to = plain_address(env.sender), plain_address(env.recipient)
+        payload = wire_data(env.data) if mail_from and rcpt_to else b""
         while True:
             attempt += 1
             if self._fatal:
@@ -183,6 +260,10 @@ class SmtpTransport(Transport):
             try:
                 client = await self._client(slot)
                 sent_data = True
+                if payload:
+                    await _transact(client, env.sender, mail_from, env.recipient, rcpt_to,
+                                    payload)
+                    return Outcome(env.recipient, "sent", "", attempt, ambiguous)
                 errors, _ = await client.sendmail(env.sender, [env.recipient], env.data)
                 if env.recipient in errors:  # only with several recipients; kept for safety
                     code, msg = errors[env.recipient].code, errors[env.recipient].message

@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from digest import due
 from digest.config import Config, load_config
 from digest.errors import DigestError
+from digest.logs import setup_logging
 
 log = logging.getLogger("digest.run")
 
@@ -79,11 +80,14 @@ def send_job(config: Config, now: datetime) -> tuple[str, bool]:
     parts, busy = [], False
     for d in config.digests:
         r = pipeline.send_digest(config, name=d.name, now=now, due_only=True)
-        busy = busy or any(_count(r, k) for k in ("sent", "failed", "bounced", "ambiguous"))
+        acted = any(_count(r, k) for k in ("sent", "failed", "bounced", "ambiguous"))
+        busy = busy or acted
         lines = r.lines() if hasattr(r, "lines") else []
         parts.append(lines[0] if lines else f"{d.name}: {_count(r, 'sent')} sent")
+        # Details ("next try after …" for a waiting retry) would repeat every minute while
+        # nothing happens: log them at INFO only on ticks that sent or failed something.
         for line in lines[1:]:
-            log.info("send: %s", line.strip())
+            log.log(logging.INFO if acted else logging.DEBUG, "send: %s", line.strip())
     return "; ".join(parts) or "no digests configured", busy
 
 
@@ -364,14 +368,6 @@ class Daemon:
         return 0
 
 
-def _setup_logging() -> None:
-    level = os.environ.get("DIGEST_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # APScheduler logs "Running job"/"executed successfully" per run; our job line says it all.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
-
-
 async def _once(config: Config) -> int:
     """Ingest, publish, then every due digest; one log line each (no scheduler, no web)."""
     d = Daemon(config.path, config)
@@ -383,7 +379,7 @@ async def _once(config: Config) -> int:
 
 def run(config_path: Path, once: bool = False) -> int:
     """`digest run`: the daemon until SIGTERM/SIGINT, or `--once` and exit."""
-    _setup_logging()
+    setup_logging()
     config_path = Path(config_path)
     config = load_config(config_path)  # a bad config at start is the CLI's exit 1
     if once:
