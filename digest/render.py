@@ -327,6 +327,11 @@ class RenderedBody:
     boundary: str
     subject: str  # already RFC 2047-encoded
     html_lang: str
+    # Per part: the base64 lines of its text up to the first per-subscriber marker, cut at
+    # a whole line (57 bytes → 76 chars), so each message encodes only the tail. Filled by
+    # the first build_message; the bytes equal encoding the whole part every time.
+    encoded: dict[str, tuple[bytes, bytes, str]] = field(default_factory=dict, compare=False,
+                                                          repr=False)
 
 
 def _boundary(key: str) -> str:
@@ -356,6 +361,7 @@ class Renderer:
             raise InvalidAddress("[smtp] sender: cannot be encoded", "simplify the display name")
         slug = re.sub(r"[^a-z0-9-]+", "-", list_name.lower()).strip("-")[:40] or "digest"
         self.list_id = f"{slug} <{slug}.{self.domain}>"
+        self._date: tuple[datetime | None, str] = (None, "")
 
     def _html(self, name: str, ctx: dict) -> str:
         return self.inliner.inline(self.html_env.get_template(name).render(**ctx))
@@ -413,13 +419,14 @@ class Renderer:
         if any(c in to for c in "\r\n<>,;") or any(c in unsubscribe_url for c in "\r\n<> "):
             raise InvalidAddress(f"refusing unsafe header value for {to[:80]!r}",
                                  "validate addresses with normalize_email first")
-        text = body.text.replace(UNSUB_MARK, unsubscribe_url).replace(PREFS_MARK, preferences_url)
-        html = body.html.replace(UNSUB_MARK, unsubscribe_url).replace(PREFS_MARK, preferences_url)
+        links = (unsubscribe_url, preferences_url)
+        if self._date[0] != date:  # one run stamps every message with the same time
+            self._date = (date, format_datetime(date))
         head = [
             f"From: {self.from_header}",
             f"To: {to}",
             f"Subject: {body.subject}",
-            f"Date: {format_datetime(date)}",
+            f"Date: {self._date[1]}",
             f"Message-ID: {msg_id}",
         ]
         if unsubscribe_url:
@@ -436,13 +443,31 @@ class Renderer:
         return b"".join((
             "\r\n".join(head).encode("ascii"),
             b"\r\n\r\nThis is a multi-part message in MIME format.\r\n",
-            _part(b, "text/plain", text), _part(b, "text/html", html),
+            _part(body, "text/plain", body.text, links),
+            _part(body, "text/html", body.html, links),
             f"--{b}--\r\n".encode("ascii"),
         ))
 
 
-def _part(boundary: str, ctype: str, content: str) -> bytes:
-    encoded = base64.b64encode(content.encode("utf-8"))
-    lines = b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
-    return (f"--{boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
+_LINE = 57  # bytes per 76-character base64 line (RFC 2045)
+
+
+def _b64_lines(data: bytes) -> bytes:
+    encoded = base64.b64encode(data)
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
+
+
+def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str]) -> bytes:
+    """One base64 MIME part with the subscriber's links spliced in for the markers."""
+    cached = body.encoded.get(ctype)
+    if cached is None:
+        marks = [i for i in (content.find(UNSUB_MARK), content.find(PREFS_MARK)) if i >= 0]
+        first = min(marks, default=len(content))
+        head = content[:first].encode("utf-8")
+        cut = len(head) // _LINE * _LINE
+        cached = body.encoded[ctype] = (_b64_lines(head[:cut]), head[cut:], content[first:])
+    shared, carry, tail = cached
+    tail = tail.replace(UNSUB_MARK, links[0]).replace(PREFS_MARK, links[1])
+    lines = b"\r\n".join([x for x in (shared, _b64_lines(carry + tail.encode("utf-8"))) if x])
+    return (f"--{body.boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
             f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii") + lines + b"\r\n"

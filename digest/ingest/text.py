@@ -79,13 +79,11 @@ def cjk_ratio(s: str) -> float:
     """Share of CJK characters among the letters of `s` (0 for no letters).
 
     Looks at the first 5,000 characters: a sample decides, and a 10 MB line stays cheap."""
-    cjk = letters = 0
-    for ch in s[:5000]:
-        if CJK_CHAR.match(ch):
-            cjk += 1
-            letters += 1
-        elif ch.isalpha():
-            letters += 1
+    sample = s[:5000]
+    # One C-level pass each instead of a regex match per character (25 % of ingest).
+    rest = CJK_CHAR.sub("", sample)
+    cjk = len(sample) - len(rest)
+    letters = cjk + sum(map(str.isalpha, rest))
     return cjk / letters if letters else 0.0
 
 

@@ -466,7 +466,8 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: _Composer, transport
             last[0] = time.monotonic()
 
     outcomes: list[Outcome] = transport.send(
-        [Envelope(sender, j.sub.email, d) for j, d, _, _ in built], on_outcome=on_outcome)
+        [Envelope(sender, j.sub.email, d, wire_ready=True) for j, d, _, _ in built],
+        on_outcome=on_outcome)
     for i, out in enumerate(outcomes):  # a transport that did not report as it went
         if i not in recorded:
             on_outcome(i, out)
