@@ -28,6 +28,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from digest.models import iso
+from digest.site import xml_text  # one definition for pages and feeds
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -43,14 +44,7 @@ FORMATS: tuple[tuple[str, str, str, str], ...] = (
 )
 MEDIA_TYPES = {fmt: mt for fmt, _, mt, _ in FORMATS}
 
-# Characters XML 1.0 forbids, plus DEL/C1 controls and non-characters it discourages.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _SLUG_SAFE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-def xml_text(text: str) -> str:
-    """`text` without the characters an XML 1.0 document cannot (or should not) hold."""
-    return _ILLEGAL.sub("", text)
 
 
 # --- tag slugs ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from digest.errors import StoreError
+from digest.fileio import fsync_path, write_all
 
 MANIFEST = ".digest-manifest.json"
 LOCK = ".digest-lock"
@@ -142,14 +143,6 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unlink(p: Path) -> None:
     try:
         p.unlink()
@@ -215,9 +208,7 @@ class Tree:
         try:
             if _UMASK_STRIPS_644:
                 os.fchmod(fd, 0o644)  # a web server must read these, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             st = os.fstat(fd)  # a rename keeps size and mtime: the manifest's stat
         except BaseException:
             os.close(fd)
@@ -357,11 +348,11 @@ class Tree:
         if many:
             _syncfs(self.outdir)
         elif len(paths) == 1:
-            _fsync_path(paths[0])
+            fsync_path(paths[0])
         elif paths:
             # Concurrent fsyncs share journal commits.
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(_fsync_path, paths))
+                list(pool.map(fsync_path, paths))
 
     def _write_manifest(self, paths: set[str], entries: dict[str, Entry], build: str | None,
                         meta: dict[str, Any], sync: bool) -> bool:
@@ -379,9 +370,7 @@ class Tree:
             self._tmpdir.mkdir(exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, blob)
                 if sync:
                     os.fsync(fd)
             finally:

@@ -19,6 +19,7 @@ from digest.config import SiteConfig
 from digest.models import Block, Story, iso
 from digest.resources import WEB_TEMPLATES
 
+# Characters XML 1.0 forbids, plus DEL/C1 controls and non-characters it discourages.
 _ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
@@ -68,11 +69,17 @@ def tag_page_path(slug: str) -> str:
     return f"tags/{slug}.html"
 
 
+def xml_text(text: str) -> str:
+    """`text` without the characters an XML 1.0 document cannot (or should not) hold; the
+    feeds (`digest.feeds`) use the same function, so page fragments fit into them as is."""
+    return _ILLEGAL.sub("", text)
+
+
 def _finalize(value: Any) -> Any:
     if isinstance(value, Markup):
-        return Markup(_ILLEGAL.sub("", str(value)))
+        return Markup(xml_text(str(value)))
     if isinstance(value, str):
-        return _ILLEGAL.sub("", value)
+        return xml_text(value)
     return value
 
 

@@ -21,6 +21,7 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from digest.errors import StoreError
+from digest.fileio import fsync_path, write_all
 from digest.models import Story, Subscriber
 
 SCHEMA_VERSION = 1
@@ -44,23 +45,13 @@ def _write_error(path: Path, e: OSError) -> StoreError:
     return StoreError(f"{path}: could not write ({what}); nothing was changed", _DISK_HINT)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_temp(path: Path, data: bytes, tmpdir: Path) -> Path:
     """Write `data` to a fresh, fsynced temp file in `tmpdir` (same file system as `path`)."""
     tmp = tmpdir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -97,7 +88,7 @@ def atomic_write_many(files: dict[Path, bytes], tmpdir: Path) -> None:
             raise _write_error(path, e) from e
         dirs.add(path.parent)
     for d in dirs:
-        _fsync_dir(d)
+        fsync_path(d, directory=True)
 
 
 def _dumps(obj: Any, what: str) -> bytes:
@@ -317,7 +308,7 @@ class Store:
         for parent in {p.parent for p in self._pending_bodies}:
             if not parent.is_dir():
                 parent.mkdir(mode=DIR_MODE)
-                _fsync_dir(parent.parent)
+                fsync_path(parent.parent, directory=True)
         atomic_write_many(self._pending_bodies, self.tmpdir)
         self._pending_bodies.clear()
         for s in self._storages():
@@ -731,9 +722,7 @@ class DeliveryJournal:
                 size = os.fstat(fd).st_size
                 good = _drop_torn_tail(fd, size)
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, data)
                     os.fsync(fd)
                 except OSError as e:
                     os.ftruncate(fd, good)  # leave no half batch behind
@@ -741,7 +730,7 @@ class DeliveryJournal:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_path(self.path.parent, directory=True)
 
     def _catch_up(self) -> None:
         """Read only the bytes added since the last call (complete lines only)."""

@@ -8,7 +8,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,10 @@ from collections import Counter
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from smtp_server import free_port as free_port  # re-exported for the daemon tests
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 60.0  # generous bound for an event to show up in the log (not a speed assertion)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_project(tmp: Path, *, web_port: int, replace: dict[str, str] | None = None,

@@ -14,17 +14,13 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from smtp_server import free_port as free_port  # re-exported for the web tests
+
 from digest.config import Config, load_config
 from digest.web import WebState, serve_async
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp: Path, port: int, smtp_port: int | None = None, base_url: str | None = None) -> Config:

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "digest"
 
 # Lower number = lower layer. A module may import digest modules of its own layer or below.
 LAYERS = {
-    "models": 0, "errors": 0, "resources": 0, "config": 0, "due": 0, "logs": 0,
+    "models": 0, "errors": 0, "resources": 0, "config": 0, "due": 0, "logs": 0, "fileio": 0,
     "ingest": 1, "rank": 1, "feeds": 1, "site": 1, "render": 1, "tokens": 1,
     "store": 2, "output": 2, "deliver": 2,
     "pipeline": 3,

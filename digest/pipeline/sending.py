@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from digest import tokens
 from digest.config import Config, DigestConfig
 from digest.deliver import Envelope, Outcome, Transport, open_transport
+from digest.due import zone
 from digest.errors import DeliveryError, DigestError
 from digest.models import Story, Subscriber, iso, parse_iso
 from digest.render import (
@@ -112,9 +113,10 @@ def site_secret(config: Config, store: Store, *, persist: bool = True) -> bytes:
 
 @lru_cache(maxsize=1024)
 def _zone(tz: str) -> ZoneInfo | None:
+    """`due.zone(tz)`, or None for an unknown name."""
     try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return zone(tz)
+    except ValueError:
         return None
 
 
