@@ -20,7 +20,7 @@ test: system-deps install
 
 # The long forms: kill trials, fault matrices (see docs/RELIABILITY.md).
 test-all: system-deps install
-	$(PY) -m pytest -q -m "slow or not slow"
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m "slow or not slow"
 
 lint:
 	ruff check digest tests bench

@@ -326,6 +326,10 @@ _KIND_NAMES = {
 }
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def _type_name(v: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
             dict: "table"}.get(type(v), type(v).__name__)
@@ -349,11 +353,16 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
     elif s.kind == "paths":
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
             return bad
+        if any(_has_control(p) for p in v):
+            return v, "a path holds a control character (NUL, newline, …)"
     elif not isinstance(v, str):
         return bad
     problem: str | None = None
     if s.kind == "path" and not v.strip():
         problem = "must not be empty"
+    elif s.kind == "path" and _has_control(v):
+        # The OS refuses NUL in a path (ValueError deep in pathlib); say so at the key.
+        problem = "holds a control character (NUL, newline, …)"
     elif s.kind == "enum" and v not in s.choices:
         problem = f"{v!r} is not one of {', '.join(s.choices)}"
     elif s.kind == "cron":

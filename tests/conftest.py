@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The default run (CI, `make test`) replays the same hypothesis examples every time, so a
+# red run is reproducible and never a coin toss; `HYPOTHESIS_PROFILE=fuzz` (used by
+# `make test-all`) explores fresh random examples and keeps failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"

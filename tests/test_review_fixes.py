@@ -558,3 +558,17 @@ def test_story_text_cannot_forge_link_markers(text: str) -> None:
 
     out = clean(text)
     assert UNSUB_MARK not in out and PREFS_MARK not in out
+
+
+@pytest.mark.parametrize("key,value", [("path", '"st\\u0000ore"'), ("output", '"pub\\nlic"'),
+                                       ("maildir", '"\\u0000"'), ("paths", '["seeds", "\\u0000"]')])
+def test_control_characters_in_paths_are_config_errors(tmp_path: Path, key: str, value: str) -> None:
+    """Found by the config fuzz in CI: a NUL in a path reached pathlib as a ValueError."""
+    old = {"path": 'path = "store"', "output": 'output = "public"', "maildir": 'maildir = "maildir"',
+           "paths": 'paths = ["seeds"]'}[key]
+    text = SHIPPED.replace(old, f"{key} = {value}")
+    line = text.splitlines().index(f"{key} = {value}") + 1
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, tmp_path / "config.toml")
+    assert f"config.toml:{line}: [" in e.value.message and f"].{key}: " in e.value.message
+    assert "control character" in e.value.message
