@@ -59,7 +59,7 @@ def ingest_job(config: Config, now: datetime) -> tuple[str, bool]:
     from digest import pipeline
 
     r = pipeline.ingest_paths(config, None, echo=lambda line: log.debug("ingest: %s", line))
-    for line in getattr(r, "rejected", []) or []:
+    for line in r.rejected:
         log.warning("ingest: rejected %s", line)
     return (f"{_count(r, 'added')} added, {_count(r, 'updated')} updated, "
             f"{_count(r, 'unchanged')} unchanged, {_count(r, 'rejected')} rejected"), True
@@ -82,7 +82,7 @@ def send_job(config: Config, now: datetime) -> tuple[str, bool]:
         r = pipeline.send_digest(config, name=d.name, now=now, due_only=True)
         acted = any(_count(r, k) for k in ("sent", "failed", "bounced", "ambiguous"))
         busy = busy or acted
-        lines = r.lines() if hasattr(r, "lines") else []
+        lines = r.lines()
         parts.append(lines[0] if lines else f"{d.name}: {_count(r, 'sent')} sent")
         # Details ("next try after …" for a waiting retry) would repeat every minute while
         # nothing happens: log them at INFO only on ticks that sent or failed something.
@@ -243,15 +243,11 @@ class Daemon:
 
     # web
     async def start_web(self, config: Config) -> None:
-        try:
-            from digest import web
-        except ImportError as e:
-            log.warning("web: not started (%s); running the scheduler only", e)
-            return
-        sock = web.bind(config) if hasattr(web, "bind") else None
+        from digest import web
+
+        sock = web.bind(config)  # a port in use is a DigestError naming host:port
         stop = asyncio.Event()
-        kw = {"sock": sock} if sock is not None else {}
-        task = asyncio.create_task(web.serve_async(config, stop, **kw))
+        task = asyncio.create_task(web.serve_async(config, stop, sock=sock))
         task.add_done_callback(self._web_done)
         self.web = _Web(stop, task, _web_key(config))
         log.info("web: serving http://%s:%s/", config.web.host, sock.getsockname()[1] if sock else config.web.port)

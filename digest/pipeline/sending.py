@@ -26,6 +26,7 @@ from digest.deliver import Envelope, Outcome, Transport, open_transport
 from digest.due import zone
 from digest.errors import DeliveryError, DigestError
 from digest.models import Story, Subscriber, iso, parse_iso
+from digest.pipeline.publishing import rank_stories
 from digest.render import (
     InvalidAddress,
     RenderedBody,
@@ -168,12 +169,6 @@ def _password(config: Config) -> str | None:
 
 
 def _ranked(config: Config, now: datetime) -> list[Story]:
-    try:
-        from digest.pipeline.publishing import rank_stories
-    except ImportError:  # the publishing step may not be installed yet: rank directly
-        from digest.rank import rank
-
-        return [r.story for r in rank(Store(config.store.path).list_stories(), now, config.rank)]
     return [r.story for r in rank_stories(config, now)]
 
 
