@@ -19,8 +19,8 @@ from feedgen.feed import FeedGenerator
 
 from digest.config import Config
 from digest.models import Story, Subscriber, feed_language
-from digest.rank import rank
-from digest.render import Renderer, plan_stories, subject_for
+from digest.publish.rank import rank
+from digest.mail.render import Renderer, plan_stories, subject_for
 
 
 def _story_html(s: Story) -> str:

@@ -155,7 +155,7 @@ def dispatch(args: argparse.Namespace) -> int:
             _out(line)
         return 1 if report.failed else 0
     if args.command == "schedule":
-        from digest import scheduler
+        from digest.scheduler import daemon as scheduler
 
         for line in scheduler.describe(config, now=args.now or datetime.now(UTC)):
             _out(line)
@@ -168,7 +168,7 @@ def dispatch(args: argparse.Namespace) -> int:
         web.serve(config)
         return 0
     if args.command == "run":
-        from digest import scheduler
+        from digest.scheduler import daemon as scheduler
 
         return scheduler.run(args.config, once=args.once)
     raise AssertionError(args.command)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from digest.config import Config
-from digest.feeds import (
+from digest.publish.feeds import (
     FORMATS,
     Feed,
     FeedItem,
@@ -31,17 +31,17 @@ from digest.feeds import (
     tag_slugs,
 )
 from digest.models import Story
-from digest.output import Tree, open_tree
-from digest.pipeline import pageworkers
-from digest.pipeline.publishkeys import (
+from digest.publish.tree import Tree, open_tree
+from digest.publish import workers as pageworkers
+from digest.publish.keys import (
     build_key,
     file_keys,
     store_signature,
     story_sigs,
     unix_seconds,
 )
-from digest.rank import Ranked, rank
-from digest.site import Site, story_path, tag_page_path
+from digest.publish.rank import Ranked, rank
+from digest.publish.site import Site, story_path, tag_page_path
 
 
 @dataclass
@@ -281,7 +281,7 @@ def _unchanged_report(tree: Tree, out: Path, build: str, sig: str, now: datetime
     """The report of a publish that would change nothing, or None when that is not known
     without reading the store: same build key, same store index files, every file as the
     last run left it, and no story newer than `now` (the rank order does not depend on
-    `now` otherwise; see digest.rank.order_key)."""
+    `now` otherwise; see digest.publish.rank.order_key)."""
     meta = tree.meta
     if tree.build != build or meta.get("store") != sig or meta.get("future", True):
         return None

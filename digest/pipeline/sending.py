@@ -20,14 +20,14 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from digest import tokens
+from digest.mail import tokens
 from digest.config import Config, DigestConfig
-from digest.deliver import Envelope, Outcome, Transport, open_transport
-from digest.due import zone
+from digest.mail.transports import Envelope, Outcome, Transport, open_transport
+from digest.scheduler.cron import zone
 from digest.errors import DeliveryError, DigestError
 from digest.models import Story, Subscriber, iso, parse_iso
 from digest.pipeline.publishing import rank_stories
-from digest.render import (
+from digest.mail.render import (
     InvalidAddress,
     RenderedBody,
     Renderer,
@@ -302,7 +302,7 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
         tz = sub.timezone if _zone(sub.timezone) else "UTC"
         if tz not in editions:
             if due_only:
-                from digest.due import due_edition
+                from digest.scheduler.cron import due_edition
 
                 found = due_edition(dcfg.cron, tz, now, grace)
                 editions[tz] = found[0] if found else None

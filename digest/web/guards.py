@@ -213,7 +213,7 @@ def first(form: dict[str, list[str]], key: str) -> str:
 
 
 def clean_email(text: str) -> str:
-    from digest.render import normalize_email
+    from digest.mail.render import normalize_email
 
     try:
         return normalize_email(text, "email")

@@ -19,7 +19,7 @@ from digest.config import Config
 from digest.errors import DigestError
 from digest.pipeline.sending import site_secret
 from digest.resources import WEB_TEMPLATES
-from digest.site import environment
+from digest.publish.site import environment
 from digest.store import Store
 from digest.web.guards import (
     BODY_TIMEOUT,
@@ -116,7 +116,7 @@ def security_headers(script_src: str) -> dict[str, str]:
 
 def render(request: Request, template: str, status: int = 200, *,
            cookie: str | None = None, **ctx: Any) -> Response:
-    """An HTML page from templates/web/, rendered by digest.site's environment (autoescape
+    """An HTML page from templates/web/, rendered by digest.publish.site's environment (autoescape
     on, undefined names are errors, XML-illegal characters stripped). `cookie` is a new
     browser id to set as the CSRF cookie (None: leave the browser's cookie alone)."""
     st = state_of(request)

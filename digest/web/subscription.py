@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digest import tokens
+from digest.mail import tokens
 from digest.models import FEED_LANGUAGES, Subscriber
 from digest.pipeline.sending import CONFIRM_TTL, send_confirmation
 from digest.web.guards import (

@@ -1,0 +1,1 @@
+"""Mail: editions (who gets what), rendering, signed tokens and the transports."""

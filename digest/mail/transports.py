@@ -1,0 +1,376 @@
+"""Mail transports (owns aiosmtplib and mailbox): an SMTP connection pool with retries, rate
+limit and per-recipient outcomes, and a local Maildir; both take ready message bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import mailbox
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+
+from digest.config import SmtpConfig
+from digest.errors import DeliveryError
+
+log = logging.getLogger("digest.mail.transports")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message for one recipient; `data` is the full message with CRLF line ends."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    # The builder vouches that `data` has CRLF line ends only, ends with CRLF and has no
+    # line starting with "." (render.build_message: headers, boundaries, base64), so the
+    # SMTP transport sends it as is instead of scanning ~44 KB three times per message.
+    wire_ready: bool = False
+
+
+@dataclass
+class Outcome:
+    recipient: str
+    state: str  # "sent" | "failed" | "bounced"
+    reason: str = ""
+    attempts: int = 1
+    ambiguous: bool = False  # the connection dropped after DATA may have been accepted
+    # A 5xx at MAIL FROM or DATA: the server refused this message for good (content, size,
+    # sender policy); resending the same edition would only be refused again.
+    permanent: bool = False
+
+
+OnOutcome = Callable[[int, Outcome], None]
+
+
+class Transport:
+    """Sync facade: `send(envelopes) -> outcomes` in the same order; close when done.
+
+    `on_outcome(index, outcome)` is called as each message finishes (in the caller's thread
+    of control), so the caller can journal results before the whole batch is done."""
+
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MaildirTransport(Transport):
+    """Writes each message into a local Maildir (stdlib mailbox): the no-server default."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # Maildir makes one level only
+            self.box = mailbox.Maildir(str(self.path), create=True)
+        except OSError as e:
+            raise DeliveryError(f"[smtp] maildir: cannot create {self.path}: {e.strerror}",
+                                "set [smtp] maildir to a writable directory") from e
+
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
+        out = []
+        for i, env in enumerate(envelopes):
+            try:
+                # Maildir files use the platform's line ends, not SMTP's CRLF.
+                self.box.add(env.data.replace(b"\r\n", b"\n"))
+                out.append(Outcome(env.recipient, "sent"))
+            except OSError as e:
+                out.append(Outcome(env.recipient, "failed", f"maildir write: {e}"))
+            if on_outcome is not None:
+                on_outcome(i, out[-1])
+        return out
+
+
+# An address we may put between <> on MAIL/RCPT as it is: printable ASCII, one @, none of
+# the characters that need quoting or could smuggle ESMTP parameters. Anything else takes
+# aiosmtplib's own sendmail (parseaddr + its injection check), as before.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
+
+
+def plain_address(address: str) -> bytes | None:
+    """`a@b.org` → b"<a@b.org>" for the fast path, or None when it needs full parsing."""
+    return f"<{address}>".encode("ascii") if _PLAIN_ADDRESS.match(address) else None
+
+
+def wire_data(data: bytes, ready: bool = False) -> bytes:
+    """Message bytes → the DATA payload: CRLF line ends, a final CRLF, leading dots doubled,
+    then the `.` line; byte for byte what aiosmtplib sends, minus its two regex passes.
+
+    `ready` (Envelope.wire_ready) skips the scans; other input is counted (fast C scans,
+    no copy when already clean) and fixed by the same rules as aiosmtplib's."""
+    if ready:
+        return data + b".\r\n"
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b".") or b"\r\n." in data:
+        data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n..")[2:]
+    return data + b".\r\n"
+
+
+async def _transact(client: aiosmtplib.SMTP, sender: str, mail_from: bytes, recipient: str,
+                    rcpt_to: bytes, payload: bytes) -> None:
+    """MAIL, RCPT, DATA on a connected client, raising aiosmtplib's own exceptions the way
+    its `sendmail` does (so `_send_one` classifies them alike), but without re-parsing the
+    addresses and re-scanning the ~44 KB message (28 % of send time in the profile).
+
+    `payload` comes from `wire_data`; the slot owns this client, so no command interleaves
+    between writing the payload and reading its reply."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    opts = [b"SIZE=%d" % (len(payload) - 3)] if client.supports_extension("size") else []
+    try:
+        r = await client.execute_command(b"MAIL", b"FROM:" + mail_from, *opts)
+        if r.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(r.code, r.message, sender)
+        r = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
+        if r.code not in (250, 251):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, recipient)])
+        r = await client.execute_command(b"DATA")
+        if r.code != 354:
+            raise aiosmtplib.SMTPDataError(r.code, r.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(payload)
+            r = await protocol.read_response(timeout=client.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            client.close()  # a half-read reply would pair with the next command
+            raise
+        if r.code != 250:
+            raise aiosmtplib.SMTPDataError(r.code, r.message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        try:  # reset the envelope for the next attempt, as sendmail does
+            await client.rset()
+        except (ConnectionError, aiosmtplib.SMTPResponseException):
+            pass
+        raise
+
+
+class _Fatal(Exception):
+    """Every remaining message would fail the same way (bad password, no server)."""
+
+
+class SmtpTransport(Transport):
+    """A pool of `pool_size` reused aiosmtplib connections with bounded retries.
+
+    4xx replies and dropped connections are retried with exponential backoff and jitter;
+    a 5xx at RCPT is a bounce; a 5xx at MAIL/DATA fails that message without retry and
+    marks the outcome `permanent` (the edition is not retried either).
+    """
+
+    def __init__(self, cfg: SmtpConfig, password: str | None = None, *,
+                 tls_context: ssl.SSLContext | None = None, backoff: float = 0.5,
+                 max_backoff: float = 30.0) -> None:
+        if cfg.security not in ("none", "starttls", "tls"):
+            raise DeliveryError(f"[smtp] security: unknown value {cfg.security!r}",
+                                'use "none", "starttls" or "tls"')
+        self.cfg = cfg
+        self.password = password
+        self.tls_context = tls_context
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._runner = asyncio.Runner()
+        self._clients: list[aiosmtplib.SMTP | None] = [None] * max(1, cfg.pool_size)
+        self._fatal: str | None = None
+        self._next_slot = 0.0
+        self._rate_lock: asyncio.Lock | None = None
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        c = self.cfg
+        return aiosmtplib.SMTP(
+            hostname=c.host, port=c.port, timeout=c.timeout,
+            use_tls=c.security == "tls",
+            # "none" must not upgrade opportunistically: aiosmtplib would otherwise try
+            # STARTTLS whenever the server offers it and fail on an unverifiable cert.
+            start_tls=c.security == "starttls",
+            username=c.username or None,
+            password=self.password if c.username else None,
+            tls_context=self.tls_context,
+        )
+
+    async def _client(self, slot: int) -> aiosmtplib.SMTP:
+        client = self._clients[slot]
+        if client is not None and client.is_connected:
+            return client
+        client = self._new_client()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPAuthenticationError as e:
+            raise _Fatal(f"SMTP login refused for user {self.cfg.username!r}: "
+                         f"{e.code} {e.message}") from e
+        self._clients[slot] = client
+        return client
+
+    async def _drop(self, slot: int) -> None:
+        client, self._clients[slot] = self._clients[slot], None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken socket may raise anything
+                pass
+
+    async def _throttle(self) -> None:
+        if self.cfg.rate_limit <= 0:
+            return
+        if self._rate_lock is None:
+            self._rate_lock = asyncio.Lock()
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + 1.0 / self.cfg.rate_limit
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    # --- one message --------------------------------------------------------------------
+
+    async def _send_one(self, slot: int, env: Envelope) -> Outcome:
+        attempt, ambiguous = 0, False
+        # Parsed and scanned once per message, not once per attempt and command.
+        mail_from, rcpt_to = plain_address(env.sender), plain_address(env.recipient)
+        payload = wire_data(env.data, env.wire_ready) if mail_from and rcpt_to else b""
+        while True:
+            attempt += 1
+            if self._fatal:
+                return Outcome(env.recipient, "failed", self._fatal, attempt - 1)
+            await self._throttle()
+            sent_data = False
+            try:
+                client = await self._client(slot)
+                sent_data = True
+                if payload:
+                    await _transact(client, env.sender, mail_from, env.recipient, rcpt_to,
+                                    payload)
+                    return Outcome(env.recipient, "sent", "", attempt, ambiguous)
+                errors, _ = await client.sendmail(env.sender, [env.recipient], env.data)
+                if env.recipient in errors:  # only with several recipients; kept for safety
+                    code, msg = errors[env.recipient].code, errors[env.recipient].message
+                    if code >= 500:
+                        return Outcome(env.recipient, "bounced", f"{code} {msg}", attempt)
+                    reason = f"{code} {msg}"
+                else:
+                    return Outcome(env.recipient, "sent", "", attempt, ambiguous)
+            except _Fatal as e:
+                self._fatal = str(e)
+                return Outcome(env.recipient, "failed", self._fatal, attempt)
+            except aiosmtplib.SMTPRecipientsRefused as e:
+                r = e.recipients[0]
+                if r.code >= 500:
+                    return Outcome(env.recipient, "bounced", f"{r.code} {r.message}", attempt)
+                reason = f"{r.code} {r.message}"
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
+                    aiosmtplib.SMTPConnectError, ConnectionError, OSError) as e:
+                await self._drop(slot)
+                reason = f"connection: {e}"
+                if sent_data:
+                    # The server may have taken DATA before the line dropped: the resend
+                    # carries the same Message-ID, so the duplicate is recognisable.
+                    ambiguous = True
+                elif attempt > self.cfg.retries:
+                    self._fatal = f"cannot reach {self.cfg.host}:{self.cfg.port}: {e}"
+            except aiosmtplib.SMTPResponseException as e:
+                if e.code >= 500:
+                    return Outcome(env.recipient, "failed", f"{e.code} {e.message}", attempt,
+                                   permanent=True)
+                reason = f"{e.code} {e.message}"
+                if e.code == 421:  # the server is closing this connection
+                    await self._drop(slot)
+            except aiosmtplib.SMTPException as e:
+                return Outcome(env.recipient, "failed", f"smtp: {e}", attempt)
+            if attempt > self.cfg.retries:
+                return Outcome(env.recipient, "failed",
+                               f"{reason} (gave up after {attempt} attempts)", attempt,
+                               ambiguous)
+            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+            log.info("retrying %s in %.2fs: %s", env.recipient, delay, reason)
+            await asyncio.sleep(delay * (1 + random.random() / 2))
+
+    async def _send_all(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None
+                        ) -> list[Outcome]:
+        results: list[Outcome | None] = [None] * len(envelopes)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(envelopes)):
+            queue.put_nowait(i)
+
+        async def worker(slot: int) -> None:
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                results[i] = out = await self._send_one(slot, envelopes[i])
+                if on_outcome is not None:
+                    on_outcome(i, out)
+
+        n = min(len(self._clients), len(envelopes))
+        await asyncio.gather(*(worker(s) for s in range(n)))
+        return [r for r in results if r is not None]
+
+    async def _close_all(self) -> None:
+        for slot, client in enumerate(self._clients):
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    pass
+            await self._drop(slot)
+
+    def _run(self, coro):  # noqa: ANN001, ANN202 - internal
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._runner.run(coro)
+        # Called from async code (the web app): run our own loop on a helper thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(self._runner.run, coro).result()
+
+    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+             ) -> list[Outcome]:
+        if not envelopes:
+            return []
+        return self._run(self._send_all(envelopes, on_outcome))
+
+    def close(self) -> None:
+        try:
+            self._run(self._close_all())
+        finally:
+            self._runner.close()
+
+
+def open_transport(cfg: SmtpConfig, password: str | None = None, **smtp_options: object
+                   ) -> Transport:
+    """The transport config.toml asks for (`[smtp] transport`)."""
+    if cfg.transport == "maildir":
+        return MaildirTransport(cfg.maildir)
+    if cfg.transport == "smtp":
+        return SmtpTransport(cfg, password, **smtp_options)  # type: ignore[arg-type]
+    raise DeliveryError(f"[smtp] transport: unknown value {cfg.transport!r}",
+                        'use "maildir" (local files) or "smtp"')

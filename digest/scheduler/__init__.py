@@ -1,0 +1,1 @@
+"""Schedules: pure cron math (`cron`) and the APScheduler daemon (`daemon`)."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the stage test folders: loopback servers, project builders, harnesses."""
