@@ -2,7 +2,7 @@
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps run test test-all lint golden bench bench-full clean
+.PHONY: install system-deps run test test-fast test-all lint golden bench bench-full clean
 
 install:
 	$(PY) -m pip install -q -e '.[test]'
@@ -15,18 +15,25 @@ system-deps:
 run: install
 	digest run
 
+# Everything but the long forms, including the `external` tests (daemons, Chromium, newsboat,
+# the bench); a tool they need that is missing is an error here, not a skip.
 test: system-deps install
-	$(PY) -m pytest -q
+	DIGEST_REQUIRE_TOOLS=1 $(PY) -m pytest -q
+
+# Hermetic: Python only, no daemons or browsers, under two minutes.
+test-fast:
+	$(PY) -m pytest -q -m "not external and not slow"
 
 # The long forms: kill trials, fault matrices (see docs/RELIABILITY.md).
 test-all: system-deps install
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m "slow or not slow"
+	DIGEST_REQUIRE_TOOLS=1 HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m "slow or not slow"
 
 lint:
 	ruff check digest tests bench
 
+# Rewrite tests/golden/ from the current output (only files that differ); review with git diff.
 golden:
-	DIGEST_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests -k golden
+	DIGEST_UPDATE_GOLDEN=1 $(PY) -m pytest -q -m "golden"
 
 bench:
 	$(PY) bench/run.py --quick

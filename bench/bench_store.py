@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from conftest_store import make_story  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digest.models import Subscriber  # noqa: E402
 from digest.store import DEFAULT_SHARDS, Store  # noqa: E402
+from tests.support.store import make_story  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:

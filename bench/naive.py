@@ -18,9 +18,10 @@ from pathlib import Path
 from feedgen.feed import FeedGenerator
 
 from digest.config import Config
+from digest.mail.editions import plan_stories
+from digest.mail.render import Renderer, subject_for
 from digest.models import Story, Subscriber, feed_language
 from digest.publish.rank import rank
-from digest.mail.render import Renderer, plan_stories, subject_for
 
 
 def _story_html(s: Story) -> str:

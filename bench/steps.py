@@ -55,7 +55,7 @@ def _n(v: Any) -> int:
 
 # Which pipeline submodule defines each function (docs/ARCHITECTURE.md).
 _HOME = {"ingest_paths": "ingesting", "publish": "publishing", "send_digest": "sending",
-         "preview": "sending", "subscribers_command": "sending"}
+         "preview": "sending", "import_subscribers": "subscribing"}
 
 
 def pipeline(name: str) -> Callable:
@@ -120,14 +120,11 @@ def step_naive_feeds(workdir: Path, a: dict) -> dict:
 
 
 def step_import(workdir: Path, a: dict) -> dict:
-    from digest.cli import build_parser
     from digest.store import Store
 
-    subscribers_command = pipeline("subscribers_command")
+    import_subscribers = pipeline("import_subscribers")
     cfg = _config(workdir)
-    args = build_parser().parse_args(["--config", str(workdir / "config.toml"),
-                                      "subscribers", "import", a["csv"]])
-    _, dt = timed(lambda: subscribers_command(cfg, args, echo=_noop))
+    _, dt = timed(lambda: import_subscribers(cfg, Path(a["csv"])))
     statuses = Counter(s.status for s in Store(cfg.store.path).list_subscribers())
     return {"seconds": dt, "statuses": dict(statuses)}
 

@@ -94,10 +94,80 @@ def _write_hint(path: Path) -> str:
     return f"check that {parent} is a writable directory, or give another path"
 
 
-def _store_has_stories(config) -> bool:  # noqa: ANN001 - a Config
-    from digest.store import Store
+PROGRESS_MIN_FILES = 20  # below this a bar only flickers
 
-    return Store(config.store.path).story_count() > 0
+
+class _ProgressBar:
+    """`digest ingest`'s one-line bar on stderr, only on a terminal and only for long runs."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+            return
+        fill = self.WIDTH * done // total
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (self.WIDTH - fill)}] {done}/{total}")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r" + " " * 50 + "\r")
+            sys.stderr.flush()
+            self.drawn = False
+
+
+def _ingest(config, args: argparse.Namespace) -> int:  # noqa: ANN001 - a Config
+    from digest import pipeline
+
+    bar = _ProgressBar()
+    try:
+        report = pipeline.ingest_paths(config, args.paths or None, as_of=args.as_of, progress=bar)
+    finally:
+        bar.clear()
+    # In the order the run met them: rejections (with hints) on stderr, the rest on stdout.
+    for event in report.events:
+        if event.kind == "rejected":
+            print(event.text, file=sys.stderr)
+            if event.hint:
+                print(f"  hint: {event.hint}", file=sys.stderr)
+        else:
+            _out(event.text)
+    _out(report.summary())
+    return 1 if report.rejections else 0
+
+
+def _subscribers(config, args: argparse.Namespace) -> int:  # noqa: ANN001 - a Config
+    """`digest subscribers add|list|remove|import`: one pipeline call, its result printed."""
+    from digest import pipeline
+
+    if args.action == "add":
+        sub = pipeline.add_subscriber(config, args.email, args.lang, args.tags, args.tz)
+        _out(f"added {sub.email} ({','.join(sub.languages)}; tags: "
+             f"{','.join(sub.tags) or 'all'}; {sub.timezone})")
+        return 0
+    if args.action == "list":
+        subs = pipeline.list_subscribers(config)
+        if args.json:
+            print(json.dumps([s.to_dict() for s in subs], ensure_ascii=False, indent=2))
+        else:
+            for s in subs:
+                _out(f"{s.email}\t{s.status}\t{','.join(s.languages)}\t"
+                     f"{','.join(s.tags) or '-'}\t{s.timezone}")
+            _out(f"{len(subs)} subscriber(s)")
+        return 0
+    if args.action == "remove":
+        _out(f"removed {pipeline.remove_subscriber(config, args.email)}")
+        return 0
+    if args.action == "import":
+        report = pipeline.import_subscribers(config, args.file)
+        for line in report.lines():
+            _out(line)
+        return 1 if report.bad else 0
+    raise AssertionError(args.action)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -123,14 +193,13 @@ def dispatch(args: argparse.Namespace) -> int:
         _out(f"{args.config}: OK")
         return 0
     if args.command == "ingest":
-        report = pipeline.ingest_paths(config, args.paths or None, as_of=args.as_of, echo=_out)
-        return 1 if report.rejected else 0
+        return _ingest(config, args)
     if args.command == "rank":
         now = args.now or datetime.now(UTC)
         ranked = pipeline.rank_stories(config, now, lang=args.lang, tag=args.tag, limit=args.limit)
         if args.json:
             print(json.dumps([r.as_json() for r in ranked], ensure_ascii=False, indent=2))
-        elif not ranked and _store_has_stories(config):
+        elif not ranked and pipeline.status(config).stories > 0:
             # format_ranked would say "run digest ingest first": wrong when only the
             # --lang/--tag/--limit filter left nothing.
             _out("no stories match")
@@ -143,7 +212,7 @@ def dispatch(args: argparse.Namespace) -> int:
         _out(report.summary())
         return 0
     if args.command == "subscribers":
-        return pipeline.subscribers_command(config, args, echo=_out)
+        return _subscribers(config, args)
     if args.command == "preview":
         path = pipeline.preview(config, name=args.digest, email=args.email, langs=args.lang,
                                 out=args.out, now=args.now)

@@ -161,6 +161,8 @@ class Story:
 
 @dataclass
 class Subscriber:
+    """One reader; the rules for how one changes are in digest.subscribers."""
+
     email: str
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # feed languages
     tags: list[str] = field(default_factory=list)  # empty = all
@@ -168,7 +170,6 @@ class Subscriber:
     status: str = "pending"
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     confirmed: datetime | None = None
-    secret: str = ""  # per-subscriber key material for signed links
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,11 +180,12 @@ class Subscriber:
             "status": self.status,
             "created": iso(self.created),
             "confirmed": iso(self.confirmed) if self.confirmed else None,
-            "secret": self.secret,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Subscriber:
+        """Inverse of `to_dict`; other keys are ignored, such as the never-read per-subscriber
+        `secret` that older rows carry (links are signed with the site secret)."""
         return cls(
             email=d["email"],
             languages=list(d.get("languages") or ["en", "zh"]),
@@ -192,11 +194,4 @@ class Subscriber:
             status=d.get("status") or "pending",
             created=parse_iso(d["created"]) if d.get("created") else datetime.now(UTC),
             confirmed=parse_iso(d["confirmed"]) if d.get("confirmed") else None,
-            secret=d.get("secret") or "",
         )
-
-    def public_dict(self) -> dict[str, Any]:
-        """`subscribers list --json`: everything but the secret."""
-        d = self.to_dict()
-        d.pop("secret")
-        return d

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.ingest import parse_story
+from tests.support.tools import missing_tool
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -79,6 +80,7 @@ def _postfix_reason() -> str | None:
     return None
 
 
+@pytest.mark.bench  # bench/run.py, and `apt-get download postfix` for smtp-sink: external
 def test_bench_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path) -> None:
     reason = _postfix_reason()
     cmd = [sys.executable, str(BENCH / "run.py"), "--stories", "40", "--subscribers", "30",
@@ -97,7 +99,7 @@ def test_bench_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path) -> None:
     assert all(v > 0 for v in res["max_rss_mb"].values())
     assert "full publish" in r.stdout and "peak memory" in r.stdout
     if reason:
-        pytest.skip(f"send phase not run: Postfix smtp-sink unavailable: {reason}")
+        missing_tool(f"send phase not run: Postfix smtp-sink unavailable: {reason}")
     assert f["send_failed"]["median"] == 0
     assert f["send_sent"]["median"] + f["send_nothing_new"]["median"] == 30
     assert f["send_sent"]["median"] > 0

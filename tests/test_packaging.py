@@ -7,6 +7,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# `pip wheel` builds in an isolated env, fetching setuptools from the package index
+pytestmark = pytest.mark.external
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from digest.errors import ParseError
 from digest.ingest.article import parse_article
 from digest.ingest.card import header_is_relative, looks_like_card, parse_card
-from digest.ingest.structured import parse_structured_ex
+from digest.ingest.structured import parse_structured
 from digest.ingest.text import MAX_BYTES, clean_line, clean_text, decode_story_bytes
 from digest.models import Story
 
@@ -55,7 +55,7 @@ def parse_file(text: str, source: str, as_of: datetime, *,
     layout = detect_layout(text, source)
     if layout == "json":
         return [Parsed(s, layout, exact)
-                for s, exact in parse_structured_ex(text, source, as_of, not_after)]
+                for s, exact in parse_structured(text, source, as_of, not_after)]
     if layout == "card":
         header = next(s for raw in text.split("\n", 50) if (s := clean_line(raw)))
         return [Parsed(parse_card(text, source, as_of, not_after), layout,

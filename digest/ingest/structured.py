@@ -182,11 +182,6 @@ def _pairs(c: _Checker, d: dict[str, Any], key: str, langs: list[str],
     return out
 
 
-def parse_structured(text: str, source: str, as_of: datetime) -> list[Story]:
-    """A JSON object (one story) or array (e.g. `digest rank --json` output) → Stories."""
-    return [s for s, _exact in parse_structured_ex(text, source, as_of)]
-
-
 def _line_of_long_number(text: str) -> int:
     """1-based line of the first run of over 4300 digits (where json gave up), else 1."""
     import re
@@ -195,9 +190,10 @@ def _line_of_long_number(text: str) -> int:
     return text.count("\n", 0, m.start()) + 1 if m else 1
 
 
-def parse_structured_ex(text: str, source: str, as_of: datetime,
-                        not_after: datetime | None = None) -> list[tuple[Story, bool]]:
-    """Like parse_structured, with a flag per story: True when the file gave `published`."""
+def parse_structured(text: str, source: str, as_of: datetime,
+                     not_after: datetime | None = None) -> list[tuple[Story, bool]]:
+    """A JSON object (one story) or array (e.g. `digest rank --json` output) → Stories, each
+    with a flag: True when the file gave its `published` (exact), False when derived."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

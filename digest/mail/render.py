@@ -1,5 +1,5 @@
-"""Plan an edition and render digest / confirmation emails to message bytes (owns jinja2 for
-email templates and css_inline); pure apart from reading the templates once."""
+"""Render digest / confirmation emails to message bytes (owns css_inline; the Jinja2
+environments come from digest.templating); pure apart from reading the templates once."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ import base64
 import hashlib
 import re
 import string
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import format_datetime, formataddr, parseaddr
 
 import css_inline
-import jinja2
 
-from digest.errors import DigestError
 from digest.models import Story, feed_language
-from digest.resources import EMAIL_TEMPLATES
 from digest.publish.site import story_path
+from digest.resources import EMAIL_TEMPLATES
+from digest.subscribers import InvalidAddress, normalize_email
+from digest.templating import mail_html_environment, mail_text_environment
+
+__all__ = ["InvalidAddress", "normalize_email"]  # re-exported: addresses are checked here too
 
 READER_LANGUAGES = ("en", "zh")  # the order blocks appear in: English, then Chinese
 MAX_HTML_BYTES = 90_000  # Gmail clips at ~102 KB; leave room for headers and encoding
@@ -32,14 +34,6 @@ PREFS_MARK = "%%DIGEST-PREFERENCES-URL%%"
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _NEWLINES = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
 _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
-# A sane subset of RFC 5321 mailboxes: ASCII only, dot-atom local part, a hostname. No
-# quoting, comments or specials, so email.utils/headerregistry read every match back as the
-# same bare address (a property test checks that; calling them here cost 0.1 ms/address).
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]"
-    r"(?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
-)
 
 UI = {
     "en": {
@@ -75,10 +69,6 @@ UI = {
 }
 
 
-class InvalidAddress(DigestError):
-    """An email address that we refuse to put into a header or an envelope."""
-
-
 # --- small pure helpers ---------------------------------------------------------------------
 
 
@@ -91,22 +81,6 @@ def clean(text: str) -> str:
     # Story text can never forge a link marker: collapse any run of %s before DIGEST-
     # (a single replace would turn "%%%DIGEST-" back into "%%DIGEST-").
     return _MARKER_PREFIX.sub("%", text)
-
-
-def normalize_email(text: str, where: str = "email", local_ok: bool = False) -> str:
-    """Validate and lower-case an address; raise InvalidAddress naming `where`.
-
-    A dotless domain (`digest@localhost`) is accepted only with `local_ok` (our sender)."""
-    raw = text if isinstance(text, str) else ""
-    addr = raw.strip()
-    hint = "use a plain ASCII address like name@example.com (no display name, no spaces)"
-    if any(c in addr for c in "\r\n\x00") or any(c in raw for c in "\r\n"):
-        raise InvalidAddress(f"{where}: line breaks are not allowed in an address", hint)
-    local, _, domain = addr.partition("@")
-    if (len(addr) > 254 or not _EMAIL.match(addr) or len(local) > 64
-            or ("." not in domain and not local_ok)):
-        raise InvalidAddress(f"{where}: {addr[:80]!r} is not a valid email address", hint)
-    return addr.lower()
 
 
 def reader_languages(langs: Sequence[str]) -> tuple[str, ...]:
@@ -205,52 +179,6 @@ def subject_for(template: str, langs: Sequence[str], date: str) -> str:
     return clean(localized_title(template, langs) + _fill(suffix, date))
 
 
-# --- planning -------------------------------------------------------------------------------
-
-
-def story_tag_keys(story: Story, aliases: Mapping[str, str]) -> frozenset[str]:
-    """A story's tags and their configured ASCII slugs, case-folded, for matching."""
-    keys = set()
-    for t in story.tags:
-        keys.add(t.casefold())
-        if aliases.get(t):
-            keys.add(aliases[t].casefold())
-    return frozenset(keys)
-
-
-def plan_stories(
-    ranked: Sequence[Story],
-    sent: Collection[str],
-    tags: Sequence[str],
-    max_stories: int,
-    aliases: Mapping[str, str] | None = None,
-    tag_keys: Mapping[str, frozenset[str]] | None = None,
-    *,
-    now: datetime | None = None,
-    max_age: timedelta | None = None,
-) -> list[Story]:
-    """Top `max_stories` of `ranked` not yet sent and matching any of `tags` (empty = all);
-    with `now` and `max_age`, only stories published within `max_age` before `now`."""
-    want = {t.casefold() for t in tags if t}
-    # The age counts from `published`, not `updated`: a year-old story whose typo was fixed
-    # yesterday is still old news, and card ingest keeps `published` fixed on re-reads.
-    oldest = now - max_age if now is not None and max_age is not None else None
-    out: list[Story] = []
-    for s in ranked:
-        if s.id in sent:
-            continue
-        if oldest is not None and s.published < oldest:
-            continue
-        if want:
-            keys = tag_keys[s.id] if tag_keys is not None else story_tag_keys(s, aliases or {})
-            if not want & keys:
-                continue
-        out.append(s)
-        if len(out) >= max_stories:
-            break
-    return out
-
-
 # --- rendering ------------------------------------------------------------------------------
 
 
@@ -344,12 +272,8 @@ class Renderer:
 
     def __init__(self, base_url: str, subject_template: str, sender: str,
                  list_name: str = "daily") -> None:
-        loader = jinja2.FileSystemLoader(str(EMAIL_TEMPLATES))
-        self.html_env = jinja2.Environment(loader=loader, autoescape=True,
-                                           undefined=jinja2.StrictUndefined)
-        self.text_env = jinja2.Environment(loader=loader, autoescape=False,
-                                           undefined=jinja2.StrictUndefined,
-                                           keep_trailing_newline=True, trim_blocks=True)
+        self.html_env = mail_html_environment(EMAIL_TEMPLATES)
+        self.text_env = mail_text_environment(EMAIL_TEMPLATES)
         self.inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.subject_template = subject_template

@@ -1,10 +1,14 @@
-"""The ingest command: read story files, parse them, store the good, quarantine the bad."""
+"""The ingest command: read story files, parse them, store the good, quarantine the bad.
+
+Nothing here prints: every line the run has to say is in its IngestReport, and callers
+decide where it goes (the CLI prints it, the daemon logs it). A caller that draws progress
+passes a `progress(n, total)` callback.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import stat
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,26 +25,55 @@ STORY_SUFFIXES = (".txt", ".json", ".md")
 # Store meta: resolved path of a file whose story id is a title hash → the id it produced,
 # so editing the title updates that story instead of adding a second one.
 ORIGIN_IDS_KEY = "origin_ids"
-PROGRESS_MIN_FILES = 20  # below this a bar only flickers
+
+Progress = Callable[[int, int], None]  # (n, total) as the n-th of `total` files is read
+
+
+@dataclass(frozen=True)
+class IngestEvent:
+    """One line of the report about one file or story, in the order the run met them.
+
+    `kind` is "rejected" (`text` is `FILE:LINE: reason`, with a `hint` for the operator),
+    "skipped" (a quarantined file, unchanged since), or the story's "added", "updated" or
+    "unchanged" (`text` names its id and title)."""
+
+    kind: str
+    text: str
+    hint: str = ""
 
 
 @dataclass
 class IngestReport:
-    """What one ingest run did; `rejected` holds one `FILE:LINE: reason` per bad file."""
+    """What one ingest run did, every line of it in `events`."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # quarantined and unchanged since
+    events: list[IngestEvent] = field(default_factory=list)
     files: int = 0
+
+    @property
+    def rejections(self) -> list[IngestEvent]:
+        return [e for e in self.events if e.kind == "rejected"]
+
+    @property
+    def rejected(self) -> list[str]:
+        """One `FILE:LINE: reason` per bad file."""
+        return [e.text for e in self.rejections]
+
+    def lines(self) -> list[str]:
+        """The report for stdout: skipped files, each story's fate, then the summary
+        (rejections, for stderr, are `rejections`)."""
+        return [e.text for e in self.events if e.kind != "rejected"] + [self.summary()]
 
     def summary(self) -> str:
         n = len(self.added) + len(self.updated) + len(self.unchanged)
+        rejected = len(self.rejections)
         line = (f"{n} {'story' if n == 1 else 'stories'} from {self.files} "
                 f"{'file' if self.files == 1 else 'files'}: {len(self.added)} added, "
                 f"{len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-                f"{len(self.rejected)} rejected")
+                f"{rejected} rejected")
         if self.skipped:
             line += f", {len(self.skipped)} skipped (quarantined)"
         return line
@@ -81,32 +114,14 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-class _Progress:
-    """A one-line bar on stderr, only on a terminal and only for long runs."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.on = total >= PROGRESS_MIN_FILES and sys.stderr.isatty()
-
-    def step(self, done: int) -> None:
-        if self.on:
-            width = 30
-            fill = width * done // self.total
-            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total}")
-            sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.on:
-            sys.stderr.write("\r" + " " * 50 + "\r")
-            sys.stderr.flush()
+def _reject(report: IngestReport, message: str, hint: str = "") -> None:
+    report.events.append(IngestEvent("rejected", message, hint))
 
 
-def _reject(report: IngestReport, progress: _Progress, message: str, hint: str = "") -> None:
-    progress.clear()
-    report.rejected.append(message)
-    print(message, file=sys.stderr)
-    if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+def _note(report: IngestReport, echo: Callable[[str], None] | None, kind: str, text: str) -> None:
+    report.events.append(IngestEvent(kind, text))
+    if echo is not None:
+        echo(text)
 
 
 def _read(path: Path, shown: str) -> tuple[bytes | None, str, ParseError | None]:
@@ -131,8 +146,13 @@ def _read(path: Path, shown: str) -> tuple[bytes | None, str, ParseError | None]
 
 
 def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: datetime | None = None,
-                 echo: Callable[[str], None] = print) -> IngestReport:
+                 *, progress: Progress | None = None,
+                 echo: Callable[[str], None] | None = None) -> IngestReport:
     """Ingest files and directories (default `[ingest] paths`) into the store.
+
+    Returns the report; nothing is printed. `progress(n, total)` is called as the n-th
+    file is read; `echo`, if given, gets each line of `report.lines()` as the run reaches it (skips
+    while reading, stories after the commit, the summary last).
 
     Parsing happens before the store lock is taken; then every upsert and quarantine change
     is written in ONE transaction. Times: `as_of` (default: each file's mtime) resolves
@@ -142,9 +162,8 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     report = IngestReport()
     files, missing = story_files(list(paths) if paths else list(config.ingest.paths))
     report.files = len(files)
-    progress = _Progress(len(files))
     for msg in missing:
-        _reject(report, progress, msg, "check the path, or [ingest] paths in config.toml")
+        _reject(report, msg, "check the path, or [ingest] paths in config.toml")
     store = Store(config.store.path)
 
     good: list[Parsed] = []
@@ -154,15 +173,15 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     quarantine: list[tuple[str, str, str]] = []  # (key, fingerprint, reason)
     release: list[str] = []
     for i, path in enumerate(files, 1):
-        progress.step(i)
+        if progress is not None:
+            progress(i, len(files))
         shown, key = str(path), str(path.resolve())
         data, fp, err = _read(path, shown)
         old = store.quarantine_get(key) if fp else None
         if old is not None and old.get("fingerprint") == fp:
-            progress.clear()
             report.skipped.append(shown)
-            echo(f"{shown}: skipped (quarantined: {old.get('reason', '')}; "
-                 "edit the file to retry)")
+            _note(report, echo, "skipped", f"{shown}: skipped (quarantined: "
+                  f"{old.get('reason', '')}; edit the file to retry)")
             continue
         try:
             if err is not None:
@@ -175,14 +194,14 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             parsed = parse_file(decode_story_bytes(data, shown), shown, when,
                                 not_after=latest)
         except ParseError as e:
-            _reject(report, progress, str(e.message), e.hint)
+            _reject(report, str(e.message), e.hint)
             if fp:
                 quarantine.append((key, fp, f"line {e.line}: {e.reason}"))
             continue
         except (RecursionError, ValueError, KeyError, TypeError, IndexError) as e:
             # A parser bug must not sink the whole run; not quarantined, so a fixed parser
             # picks the file up again without anyone touching it.
-            _reject(report, progress, f"{shown}:1: could not parse ({type(e).__name__}: {e})",
+            _reject(report, f"{shown}:1: could not parse ({type(e).__name__}: {e})",
                     "this is a digest bug; please report it with the file")
             continue
         tracked = _title_hashed(parsed, shown)
@@ -194,7 +213,7 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             new_origins[key] = tracked.id
         dup = next((p.story.id for p in parsed if p.story.id in owner), None)
         if dup is not None:
-            _reject(report, progress, f"{shown}:1: story id {dup} is also in {owner[dup]}",
+            _reject(report, f"{shown}:1: story id {dup} is also in {owner[dup]}",
                     "two files describe one story: remove or rename one of them")
             continue
         for p in parsed:
@@ -202,7 +221,6 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
         good.extend(parsed)
         if old is not None:
             release.append(key)
-    progress.clear()
 
     with store.transaction():
         for p in good:
@@ -220,8 +238,9 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     for sid, status in results:
         getattr(report, status).append(sid)
         title = titles[sid]
-        echo(f"{status} {sid}  {title[:100] + '…' if len(title) > 100 else title}")
-    echo(report.summary())
+        _note(report, echo, status, f"{status} {sid}  {title[:100] + '…' if len(title) > 100 else title}")
+    if echo is not None:
+        echo(report.summary())
     return report
 
 

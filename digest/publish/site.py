@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
-from markupsafe import Markup
-
 from digest.config import SiteConfig
 from digest.models import Block, Story, iso
 from digest.resources import WEB_TEMPLATES
+from digest.templating import Environment, Template, page_environment
 
 # Characters XML 1.0 forbids, plus DEL/C1 controls and non-characters it discourages.
 _ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
@@ -75,14 +73,6 @@ def xml_text(text: str) -> str:
     return _ILLEGAL.sub("", text)
 
 
-def _finalize(value: Any) -> Any:
-    if isinstance(value, Markup):
-        return Markup(xml_text(str(value)))
-    if isinstance(value, str):
-        return xml_text(value)
-    return value
-
-
 def _human_time(dt: Any) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -102,18 +92,11 @@ def body_groups(blocks: Sequence[Block]) -> list[tuple[str, Any]]:
 
 
 def environment(templates: Path = WEB_TEMPLATES) -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(str(templates)),
-        autoescape=select_autoescape(["html", "opml", "xml"]),
-        finalize=_finalize,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.globals.update(labels=labels, iso=iso, human_time=_human_time, story_path=story_path,
-                       tag_page_path=tag_page_path, body_groups=body_groups)
-    return env
+    """The web pages' environment (digest.templating's page settings) with the helpers the
+    templates call; every printed value loses the characters XML cannot hold."""
+    return page_environment(templates, text_filter=xml_text, globals=dict(
+        labels=labels, iso=iso, human_time=_human_time, story_path=story_path,
+        tag_page_path=tag_page_path, body_groups=body_groups))
 
 
 _PUBLISH_ENVS: dict[tuple, Environment] = {}

@@ -17,21 +17,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
-import orjson
-
+from digest import codec
 from digest.errors import StoreError
-from digest.fileio import fsync_path, write_all
+from digest.fileio import fsync_path, locked, write_file
 
 MANIFEST = ".digest-manifest.json"
 LOCK = ".digest-lock"
@@ -94,7 +92,7 @@ def _same(path: Path, data: bytes) -> bool:
 def _read_manifest(outdir: Path) -> dict[str, Any]:
     """{"files": [...], "entries": {rel: [key, size, mtime_ns]}, "build": str|None, ...}"""
     try:
-        data = orjson.loads((outdir / MANIFEST).read_bytes())
+        data = codec.loads((outdir / MANIFEST).read_bytes())
         if not isinstance(data, dict):
             raise ValueError("not an object")
         files = [str(p) for p in data.get("files", [])]
@@ -204,17 +202,9 @@ class Tree:
 
     def _stage_one(self, data: bytes) -> Staged:
         tmp = self._tmp_path()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            if _UMASK_STRIPS_644:
-                os.fchmod(fd, 0o644)  # a web server must read these, whatever the umask
-            write_all(fd, data)
-            st = os.fstat(fd)  # a rename keeps size and mtime: the manifest's stat
-        except BaseException:
-            os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
+        # No fsync here: commit makes all staged files durable at once. A web server must
+        # read these, whatever the umask. A rename keeps size and mtime: the manifest's stat.
+        st = write_file(tmp, data, mode=0o644, sync=False, chmod=_UMASK_STRIPS_644)
         return Staged(str(tmp), st.st_size, st.st_mtime_ns)
 
     def stage(self, rel: str, data: bytes) -> None:
@@ -264,8 +254,8 @@ class Tree:
     # --- committing -----------------------------------------------------------------------
 
     def commit(self, keep: Iterable[str] = (), keys: dict[str, str] | None = None,
-               unchanged: Iterable[str] = (), managed_prefixes: Iterable[str] | None = None,
-               build: str | None = None, meta: dict[str, Any] | None = None) -> WriteReport:
+               unchanged: Iterable[str] = (), build: str | None = None,
+               meta: dict[str, Any] | None = None) -> WriteReport:
         """Rename every staged file into place, prune what the last run wrote and this one
         does not want, and write the manifest.
 
@@ -287,7 +277,7 @@ class Tree:
                 # Record new paths before they exist: a kill between rename and the final
                 # manifest write must not leave files that no later run knows it may prune.
                 self._tmpdir.mkdir(exist_ok=True)
-                pending.write_bytes(orjson.dumps(sorted(new)))
+                pending.write_bytes(codec.dumps(sorted(new)))
             many = len(temps) > SYNCFS_OVER
             # Staged bytes (and the pending list) durable before any rename: a crash never
             # leaves a renamed, empty file behind.
@@ -310,8 +300,6 @@ class Tree:
                     st = os.stat(self.outdir / rel)
                     entries[rel] = Entry(k, st.st_size, st.st_mtime_ns)
 
-            prefixes = tuple(managed_prefixes) if managed_prefixes is not None else None
-            keep_listed: list[str] = []
             for rel in self.previous:
                 if rel in wanted:
                     continue
@@ -319,16 +307,12 @@ class Tree:
                     rel = _check_relpath(rel)
                 except ValueError:
                     continue  # a tampered manifest must not make us delete outside outdir
-                if prefixes is not None and not rel.startswith(prefixes):
-                    keep_listed.append(rel)  # not ours to manage this time: remember it
-                    continue
                 path = self.outdir / rel
                 if path.is_file() or path.is_symlink():
                     path.unlink()
                     report.removed.append(rel)
             _prune_dirs(self.outdir, report.removed)
-            final = wanted | set(keep_listed)
-            wrote = self._write_manifest(final, {r: e for r, e in entries.items() if r in final},
+            wrote = self._write_manifest(wanted, {r: e for r, e in entries.items() if r in wanted},
                                          build, meta or {}, sync=not many)
             # The renames (and the manifest's) durable. A directory created here may still
             # be lost in a power cut; the next publish then finds its files missing (stat)
@@ -363,18 +347,12 @@ class Tree:
         if meta:
             doc["meta"] = meta
         doc["entries"] = {r: list(e) for r, e in entries.items()}
-        blob = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        blob = codec.dumps(doc, indent=True, sort_keys=True) + b"\n"
         mpath = self.outdir / MANIFEST
         if not _same(mpath, blob):
             tmp = self._tmpdir / f"{TMP_PREFIX}manifest-{os.getpid()}{TMP_SUFFIX}"
             self._tmpdir.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                write_all(fd, blob)
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, blob, mode=0o644, sync=sync, exclusive=False)
             os.replace(tmp, mpath)
             return True
         return False
@@ -405,7 +383,7 @@ def _clean_temp(outdir: Path) -> None:
 
 def _read_pending(outdir: Path) -> set[str]:
     try:
-        return {str(p) for p in orjson.loads((outdir / STAGING / PENDING).read_bytes())}
+        return {str(p) for p in codec.loads((outdir / STAGING / PENDING).read_bytes())}
     except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
         return set()
 
@@ -420,14 +398,13 @@ def open_tree(outdir: Path) -> Iterator[Tree]:
     """Lock `outdir` (one publisher at a time: the daemon and a CLI run may overlap), clean
     a killed run's temp files, and read the manifest. Raises StoreError on OSError."""
     outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(outdir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise _os_error(outdir, e, None) from e
-    tree = None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with ExitStack() as stack:
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            # No timeout: a publish waits for the one running (as it always has).
+            stack.enter_context(locked(outdir / LOCK, what="the output dir", mode=0o644))
+        except OSError as e:
+            raise _os_error(outdir, e, None) from e
         try:
             pending = _read_pending(outdir)
             _clean_temp(outdir)
@@ -438,39 +415,8 @@ def open_tree(outdir: Path) -> Iterator[Tree]:
                 _clean_legacy_temp(outdir)
         except OSError as e:
             raise _os_error(outdir, e, None) from e
+        stack.callback(tree.close)  # before the lock is released
         yield tree
-    finally:
-        if tree is not None:
-            tree.close()
-        os.close(fd)  # closing releases the lock
-
-
-def write_tree(outdir: Path, files: dict[str, bytes],
-               managed_prefixes: Iterable[str] | None = None) -> WriteReport:
-    """Make `outdir` hold `files`: write only files whose bytes differ, leave identical ones
-    untouched (same mtime), and delete files a previous run wrote that are no longer wanted
-    (only those in the manifest and, if given, under `managed_prefixes`; never anything else).
-
-    All changed files are staged as temp files first and only then renamed into place, so a
-    full disk fails before any old file is replaced. Raises StoreError on OSError.
-    """
-    wanted = {_check_relpath(r): b for r, b in files.items()}
-    with open_tree(Path(outdir)) as tree:
-        same = []
-        try:
-            for rel in sorted(wanted):
-                if tree.differs(rel, wanted[rel]):
-                    _stage(tree, rel, wanted[rel])
-                else:
-                    same.append(rel)
-        except OSError as e:
-            raise _os_error(tree.outdir, e, None) from e
-        return tree.commit(unchanged=same, managed_prefixes=managed_prefixes)
-
-
-def _stage(tree: Tree, rel: str, data: bytes) -> None:
-    """Stage one changed file (a seam for fault-injection tests)."""
-    tree.stage(rel, data)
 
 
 def _os_error(outdir: Path, e: OSError, report: WriteReport | None) -> StoreError:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from digest.models import Story
-from digest.publish.tree import Tree
 from digest.publish.site import story_path
+from digest.publish.tree import Tree
 
 
 def load_body(store: Any, s: Story) -> Story:

@@ -18,10 +18,10 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from digest.scheduler import cron as cronmath
 from digest.config import Config, load_config
 from digest.errors import DigestError
 from digest.logs import setup_logging
+from digest.scheduler import cron as cronmath
 
 log = logging.getLogger("digest.run")
 
@@ -44,33 +44,26 @@ JOB_DEFAULTS = {
 }
 
 
-def _count(report: Any, *names: str) -> int:
-    """Reports hold lists or counts; read either (the pipeline owns their shape)."""
-    for name in names:
-        value = getattr(report, name, None)
-        if value is not None:
-            return value if isinstance(value, int) else len(value)
-    return 0
-
-
 # --- the jobs: plain blocking functions, run in a worker thread --------------------------
 
 def ingest_job(config: Config, now: datetime) -> tuple[str, bool]:
     from digest import pipeline
 
-    r = pipeline.ingest_paths(config, None, echo=lambda line: log.debug("ingest: %s", line))
-    for line in r.rejected:
-        log.warning("ingest: rejected %s", line)
-    return (f"{_count(r, 'added')} added, {_count(r, 'updated')} updated, "
-            f"{_count(r, 'unchanged')} unchanged, {_count(r, 'rejected')} rejected"), True
+    r = pipeline.ingest_paths(config, None)
+    for event in r.events:  # each line once: the pipeline itself prints nothing
+        if event.kind == "rejected":
+            log.warning("ingest: rejected %s (hint: %s)", event.text, event.hint or "-")
+        else:
+            log.debug("ingest: %s", event.text)
+    return (f"{len(r.added)} added, {len(r.updated)} updated, {len(r.unchanged)} unchanged, "
+            f"{len(r.rejections)} rejected"), True
 
 
 def publish_job(config: Config, now: datetime) -> tuple[str, bool]:
     from digest import pipeline
 
     r = pipeline.publish(config, now=now)
-    return (f"{_count(r, 'written')} written, {_count(r, 'unchanged')} unchanged, "
-            f"{_count(r, 'removed')} removed"), True
+    return f"{len(r.written)} written, {len(r.unchanged)} unchanged, {len(r.removed)} removed", True
 
 
 def send_job(config: Config, now: datetime) -> tuple[str, bool]:
@@ -80,10 +73,10 @@ def send_job(config: Config, now: datetime) -> tuple[str, bool]:
     parts, busy = [], False
     for d in config.digests:
         r = pipeline.send_digest(config, name=d.name, now=now, due_only=True)
-        acted = any(_count(r, k) for k in ("sent", "failed", "bounced", "ambiguous"))
+        acted = bool(r.sent or r.failed or r.bounced or r.ambiguous)
         busy = busy or acted
         lines = r.lines()
-        parts.append(lines[0] if lines else f"{d.name}: {_count(r, 'sent')} sent")
+        parts.append(lines[0])
         # Details ("next try after …" for a waiting retry) would repeat every minute while
         # nothing happens: log them at INFO only on ticks that sent or failed something.
         for line in lines[1:]:
@@ -98,18 +91,6 @@ JOBS: dict[str, Callable[[Config, datetime], tuple[str, bool]]] = {
 
 # --- describe: `digest schedule` -------------------------------------------------------
 
-def _active_zones(config: Config) -> dict[str, int]:
-    """Time zone → number of active subscribers, from the store if there is one."""
-    if not config.store.path.exists():
-        return {}
-    from digest.store import Store
-
-    zones: dict[str, int] = {}
-    for sub in Store(config.store.path).list_subscribers("active"):
-        zones[sub.timezone] = zones.get(sub.timezone, 0) + 1
-    return zones
-
-
 def _fmt(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%MZ")
 
@@ -121,7 +102,9 @@ def describe(config: Config, now: datetime) -> list[str]:
         tz = config.schedule.timezone
         nxt = ", ".join(_fmt(t) for t in cronmath.next_fires(cron, tz, now, 3))
         lines.append(f"{job:<8} {cron!r} {tz}  next: {nxt}")
-    zones = _active_zones(config) or {"UTC": 0}
+    from digest import pipeline
+
+    zones = pipeline.status(config).zones or {"UTC": 0}
     grace = f"{config.schedule.grace_hours:g} h"
     for d in config.digests:
         for tz in sorted(zones):

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from digest.web.pages import error_page, security_headers, state_of
+from digest.web.responses import error_page, security_headers, state_of
 
 _BY_SUFFIX = {
     ".rss": "application/rss+xml; charset=utf-8",

@@ -1,4 +1,5 @@
-"""Request guards and input checks: CSRF, same origin, rate limit, bounded bodies, form values."""
+"""Request guards: CSRF, same origin, rate limit, bounded bodies and form reading (the form's
+values are checked by digest.subscribers, the rules every front end shares)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,12 @@ import re
 import secrets
 import threading
 import time
-import zoneinfo
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-
-from digest.errors import DigestError
-from digest.models import FEED_LANGUAGES
 
 MAX_BODY = 16 * 1024  # a subscribe or preferences form is a few hundred bytes
 CSRF_COOKIE = "digest_csrf"  # holds a random browser id, not a token (tokens are per page)
@@ -29,7 +26,6 @@ BODY_TIMEOUT = 10.0  # seconds to receive a whole form body (a slow body holds a
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SUBSCRIBE_BURST = 5  # submissions an address may make at once…
 SUBSCRIBE_REFILL = 60.0  # …then one more per this many seconds
-TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # shown escaped everywhere; just no controls
 
 
 class TooLarge(Exception):
@@ -206,51 +202,3 @@ async def read_form(request: Request, timeout: float = BODY_TIMEOUT) -> dict[str
 
 def first(form: dict[str, list[str]], key: str) -> str:
     return (form.get(key) or [""])[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Subscriber input: validated, never trusted
-
-
-def clean_email(text: str) -> str:
-    from digest.mail.render import normalize_email
-
-    try:
-        return normalize_email(text, "email")
-    except DigestError as e:
-        raise BadRequest("That does not look like an email address.", hint="Check the address and try again.") from e
-
-
-def clean_languages(values: list[str]) -> list[str]:
-    langs = [v for v in FEED_LANGUAGES if v in values]
-    if not langs:
-        raise BadRequest("Choose at least one language.", hint="Tick English, 中文, or both.")
-    return langs
-
-
-def clean_tags(values: list[str]) -> list[str]:
-    tags: list[str] = []
-    for v in values:
-        for t in re.split(r"[,，、\n]", v):
-            t = " ".join(t.split())
-            if not t:
-                continue
-            if not TAG_RE.match(t):
-                raise BadRequest("A tag is at most 64 characters, with no control characters.",
-                                 hint="Shorten or fix the tags.")
-            if t not in tags:
-                tags.append(t)
-    if len(tags) > 30:
-        raise BadRequest("At most 30 tags.")
-    return tags
-
-
-def clean_timezone(text: str) -> str:
-    tz = text.strip() or "UTC"
-    if len(tz) > 64 or ".." in tz or tz.startswith("/"):
-        raise BadRequest("Unknown time zone.", hint="Use an IANA name such as Asia/Shanghai.")
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:
-        raise BadRequest(f"Unknown time zone {tz!r}.", hint="Use an IANA name such as Asia/Shanghai or Europe/Berlin.") from e
-    return tz

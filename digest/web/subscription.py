@@ -1,9 +1,11 @@
-"""Subscribe (double opt-in), confirm, preferences and RFC 8058 one-click unsubscribe."""
+"""Subscribe (double opt-in), confirm, preferences and RFC 8058 one-click unsubscribe.
+
+Form values are checked by digest.subscribers (the rules the CLI and CSV import use too) and
+every change goes through the pipeline's Subscriptions handle (WebState.subscriptions)."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from datetime import datetime
 
@@ -12,16 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from digest import subscribers
+from digest.errors import DigestError
 from digest.mail import tokens
 from digest.models import FEED_LANGUAGES, Subscriber
-from digest.pipeline.sending import CONFIRM_TTL, send_confirmation
 from digest.web.guards import (
     CSRF_COOKIE,
     BadRequest,
-    clean_email,
-    clean_languages,
-    clean_tags,
-    clean_timezone,
     csrf_token,
     csrf_valid,
     first,
@@ -30,7 +29,8 @@ from digest.web.guards import (
     same_origin,
     valid_browser_id,
 )
-from digest.web.pages import WebState, error_page, render, set_csrf_cookie, state_of
+from digest.web.pages import WebState
+from digest.web.responses import error_page, render, set_csrf_cookie, state_of
 
 log = logging.getLogger("digest.web")
 
@@ -72,32 +72,20 @@ async def subscribe_form(request: Request) -> Response:
     return render(request, "subscribe.html", csrf=token, cookie=fresh, form={}, languages=FEED_LANGUAGES)
 
 
-def _subscribe(st: WebState, email: str, langs: list[str], tags: list[str], tz: str) -> Subscriber:
-    """Create or refresh a pending subscriber; the subscriber to mail a confirm link to.
-
-    Anyone can post this form for any address, so: an active subscriber's choices never
-    change here (only through their signed preferences link; they just get a confirmation
-    mail whose page leads there); a pending or unsubscribed one takes the new choices, which
-    count only once confirmed from that mailbox, and `created` becomes this request's time,
-    so every confirm link mailed before it stops working (`_confirm_state`): an old link
-    cannot activate someone else's later choices."""
-    store, now = st.store, st.clock()
-    with store.transaction():
-        sub = store.get_subscriber(email)
-        if sub is None:
-            sub = Subscriber(email=email, languages=langs, tags=tags, timezone=tz, status="pending",
-                             created=now, secret=secrets.token_hex(16))
-            store.add_subscriber(sub)
-        elif sub.status != "active":
-            sub = store.update_subscriber(email, languages=langs, tags=tags, timezone=tz, status="pending",
-                                          created=now, secret=secrets.token_hex(16))
-    return sub
+def _new_subscriber(st: WebState, form: dict[str, list[str]]) -> Subscriber:
+    """The form as a pending subscriber whose `created` is this request's time (see
+    subscribers.subscribed); a value the rules refuse re-shows the form (400)."""
+    try:
+        return subscribers.new_subscriber(first(form, "email"), form.get("languages", []),
+                                          form.get("tags", []), first(form, "timezone"),
+                                          "pending", st.clock())
+    except DigestError as e:
+        raise BadRequest(e.message, 400, e.hint) from e
 
 
 async def _send_confirmation(st: WebState, sub: Subscriber) -> None:
-
     try:
-        await run_in_threadpool(send_confirmation, st.config, st.store, sub, st.clock())
+        await run_in_threadpool(st.subscriptions.send_confirmation, sub, st.clock())
     except Exception:
         # The visitor already has their page; the operator gets the reason in the log.
         log.exception("confirmation mail to a subscriber failed")
@@ -116,10 +104,7 @@ async def subscribe(request: Request) -> Response:
     form = await read_form(request, st.body_timeout)
     try:
         _check_post(request, form)
-        email = clean_email(first(form, "email"))
-        langs = clean_languages(form.get("languages", []))
-        tags = clean_tags(form.get("tags", []))
-        tz = clean_timezone(first(form, "timezone"))
+        new = _new_subscriber(st, form)
     except BadRequest as e:
         # Show the form again with what was typed and a fresh token: a visitor without
         # script (no token yet) or with an expired page just submits once more.
@@ -131,14 +116,14 @@ async def subscribe(request: Request) -> Response:
     task = None
     # A throttled address changes nothing: no new choices, no new request time (which would
     # void the link its owner was just sent), no mail.
-    if not st.per_email.take(email.lower()):
-        sub = await run_in_threadpool(_subscribe, st, email, langs, tags, tz)
+    if not st.per_email.take(new.email):
+        sub = await run_in_threadpool(st.subscriptions.subscribe, new)
         task = BackgroundTask(_send_confirmation, st, sub)
     # The same words whether the address is new, pending, active or throttled: no enumeration.
     resp = render(request, "message.html", kind="subscribed",
-                  heading="Check your inbox", email=email,
+                  heading="Check your inbox", email=new.email,
                   message="If the address can receive mail, a confirmation link is on its way.",
-                  hint=f"Open the link in that email to start receiving the digest. It works for {CONFIRM_TTL.days} days.")
+                  hint=f"Open the link in that email to start receiving the digest. It works for {tokens.CONFIRM_LIFETIME.days} days.")
     resp.background = task
     return resp
 
@@ -149,38 +134,14 @@ def _token_email(st: WebState, purpose: str, token: str) -> str:
 
 def _token(st: WebState, purpose: str, token: str) -> tuple[str, datetime | None]:
     try:
-        return tokens.decode(st.secret, purpose, token, st.clock())
+        return st.subscriptions.read_token(purpose, token, st.clock())
     except tokens.TokenError as e:
         raise BadRequest(f"This link is not valid: {e.message}.", 400,
                          "Use the newest link you received, or subscribe again from the front page.") from e
 
 
 def _links(st: WebState, email: str) -> dict[str, str]:
-
-    return {
-        "prefs_token": tokens.sign(st.secret, "prefs", email, None),
-        "unsubscribe_token": tokens.sign(st.secret, "unsubscribe", email, None),
-    }
-
-
-def _confirm_state(st: WebState, email: str, expires: datetime | None, *, activate: bool) -> str:
-    """"gone", "already", "stale" (a newer subscribe request voided this link), "ready"
-    (GET: show the button) or "confirmed" (POST: activated now)."""
-    store = st.store
-    with store.transaction():
-        sub = store.get_subscriber(email)
-        if sub is None or sub.status in ("unsubscribed", "bounced"):
-            return "gone"  # an old link must not undo a later unsubscribe
-        if sub.status == "active":
-            return "already"
-        issued = tokens.confirm_issued(expires)
-        # Whole seconds: the token carries its expiry in seconds.
-        if issued is None or int(issued.timestamp()) < int(sub.created.timestamp()):
-            return "stale"
-        if not activate:
-            return "ready"
-        store.update_subscriber(email, status="active", confirmed=st.clock())
-        return "confirmed"
+    return st.subscriptions.link_tokens(email)
 
 
 async def confirm(request: Request) -> Response:
@@ -193,7 +154,9 @@ async def confirm(request: Request) -> Response:
     post = request.method == "POST"
     if post:
         _check_post(request)
-    outcome = await run_in_threadpool(lambda: _confirm_state(st, email, expires, activate=post))
+    # "gone" / "already" / "stale" / "ready" / "confirmed": subscribers.confirmed
+    outcome = await run_in_threadpool(
+        lambda: st.subscriptions.confirm(email, expires, st.clock(), activate=post))
     if outcome == "gone":
         return render(request, "message.html", kind="gone", heading="This link was already used",
                       message="This address is not subscribed any more.",
@@ -223,14 +186,15 @@ async def preferences(request: Request) -> Response:
         form = await read_form(request, st.body_timeout)
         _check_post(request, form)
         try:
-            langs = clean_languages(form.get("languages", []))
-            tags = clean_tags(form.get("tags", []))
-            tz = clean_timezone(first(form, "timezone"))
-        except BadRequest as e:
+            langs = subscribers.parse_languages(form.get("languages", []))
+            tags = subscribers.parse_tags(form.get("tags", []))
+            tz = subscribers.check_timezone(first(form, "timezone"))
+        except DigestError as e:
             problem, hint = e.message, e.hint
         else:
-            saved = await run_in_threadpool(_update_prefs, st, email, langs, tags, tz)
-    sub = await run_in_threadpool(st.store.get_subscriber, email)
+            saved = await run_in_threadpool(st.subscriptions.update_preferences, email, langs,
+                                            tags, tz)
+    sub = await run_in_threadpool(st.subscriptions.get, email)
     if sub is None or sub.status in ("unsubscribed", "bounced"):
         return render(request, "message.html", kind="gone", heading="Not subscribed",
                       message="This address does not receive the digest.",
@@ -240,24 +204,6 @@ async def preferences(request: Request) -> Response:
     return render(request, "preferences.html", 400 if problem else 200, cookie=fresh,
                   csrf=csrf_tok, token=token, sub=sub, saved=saved, problem=problem, hint=hint,
                   languages=FEED_LANGUAGES, **links)
-
-
-def _update_prefs(st: WebState, email: str, langs: list[str], tags: list[str], tz: str) -> bool:
-    store = st.store
-    with store.transaction():
-        sub = store.get_subscriber(email)
-        if sub is None or sub.status in ("unsubscribed", "bounced"):
-            return False
-        store.update_subscriber(email, languages=langs, tags=tags, timezone=tz)
-        return True
-
-
-def _unsubscribe(st: WebState, email: str) -> None:
-    store = st.store
-    with store.transaction():
-        sub = store.get_subscriber(email)
-        if sub is not None and sub.status != "unsubscribed":
-            store.update_subscriber(email, status="unsubscribed")
 
 
 async def unsubscribe(request: Request) -> Response:
@@ -275,5 +221,5 @@ async def unsubscribe(request: Request) -> Response:
     if first(form, "List-Unsubscribe") != "One-Click":
         raise BadRequest("The unsubscribe request is missing List-Unsubscribe=One-Click.", 400,
                          "Use the button on the unsubscribe page.")
-    await run_in_threadpool(_unsubscribe, st, email)
+    await run_in_threadpool(st.subscriptions.unsubscribe, email)
     return render(request, "unsubscribe.html", token=token, email=email, done=True)

@@ -24,6 +24,8 @@ from tests.support.daemon import (
     smtp_sink,
 )
 
+pytestmark = pytest.mark.daemon
+
 ENV = {"DIGEST_LOG_LEVEL": "DEBUG"}
 ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin", "Asia/Kolkata",
          "America/Los_Angeles"]
@@ -137,6 +139,17 @@ def test_run_once_runs_each_job_and_exits_0(tmp_path: Path) -> None:
     for pattern in ("ingest: 3 added", "publish: ", "send: daily: sent 0"):
         assert pattern in r.stderr
     assert (tmp_path / "public" / "index.html").exists()
+
+
+def test_run_once_logs_each_rejection_once_with_its_hint(tmp_path: Path) -> None:
+    cfg = make_project(tmp_path, web_port=free_port())
+    (tmp_path / "seeds" / "empty.txt").write_bytes(b"")
+    r = cli(cfg, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("empty.txt:1: file is empty") == 1, r.stderr  # the log only, not a print too
+    assert "WARNING digest.run: ingest: rejected " in r.stderr
+    assert "(hint: write the story text, or delete the file)" in r.stderr
+    assert "ingest: 3 added, 0 updated, 0 unchanged, 1 rejected" in r.stderr
 
 
 def test_schedule_lists_jobs_and_zones(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,7 @@ def quiet(config, paths=None, as_of=AS_OF):
 
 
 # --- in process -----------------------------------------------------------------------
+
 
 def test_seeds_must_show(proj: Path) -> None:
     config = load_config(proj / "config.toml")
@@ -180,6 +181,7 @@ def test_json_with_explicit_times_wins_and_as_of_defaults_to_mtime(proj: Path) -
 
 # --- the CLI end to end ---------------------------------------------------------------
 
+
 def test_cli_ingest_end_to_end(proj: Path) -> None:
     r = run(proj, "ingest", "seeds/", "--as-of", AS_OF_TEXT)
     assert r.returncode == 0, r.stderr
@@ -245,3 +247,48 @@ def test_progress_bar_only_on_a_terminal(proj: Path) -> None:
         os.close(main)
     assert p.returncode == 0 and "25 unchanged" in p.stdout
     assert b"25/25" in seen and b"[####" in seen
+
+
+# --- a plain article's id is a hash of its title: an edited title updates that story ---
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+ARTICLE = """{title}
+
+The first paragraph of the article says what happened, in a full sentence.
+
+A second paragraph adds some detail to it.
+"""
+
+
+def test_editing_a_plain_articles_title_updates_the_same_story(empty_config, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    f = inbox / "my-article.txt"  # no hex id in the name: the id is a hash of the title
+    f.write_text(ARTICLE.format(title="Labs publish a safety report"), encoding="utf-8")
+    first = ingest_paths(empty_config, [inbox], as_of=AS_OF, echo=_quiet)
+    (sid,) = first.added
+    f.write_text(ARTICLE.format(title="Labs publish a 53-page safety report"), encoding="utf-8")
+    second = ingest_paths(empty_config, [inbox], as_of=AS_OF + timedelta(hours=1), echo=_quiet)
+    assert second.added == [] and second.updated == [sid]
+    store = Store(empty_config.store.path)
+    assert store.story_count() == 1
+    stored = store.get_story(sid)
+    assert stored.title == {"en": "Labs publish a 53-page safety report"}
+    assert stored.published == AS_OF  # derived time: kept from the first ingest
+    again = ingest_paths(empty_config, [inbox], as_of=AS_OF + timedelta(hours=2), echo=_quiet)
+    assert again.unchanged == [sid]
+
+
+def test_two_files_with_different_titles_stay_two_stories(empty_config, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.txt").write_text(ARTICLE.format(title="First story"), encoding="utf-8")
+    ingest_paths(empty_config, [inbox], as_of=AS_OF, echo=_quiet)
+    (inbox / "b.txt").write_text(ARTICLE.format(title="Second story"), encoding="utf-8")
+    report = ingest_paths(empty_config, [inbox], as_of=AS_OF, echo=_quiet)
+    assert len(report.added) == 1 and len(report.unchanged) == 1
+    assert Store(empty_config.store.path).story_count() == 2

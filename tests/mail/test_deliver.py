@@ -8,11 +8,11 @@ import email.policy
 from pathlib import Path
 
 import pytest
-from tests.support.smtp_server import Faults, SMTPServer
 
 from digest.config import SmtpConfig
-from digest.mail.transports import Envelope, MaildirTransport, SmtpTransport, open_transport
 from digest.errors import DeliveryError
+from digest.mail.transports import Envelope, MaildirTransport, SmtpTransport, open_transport
+from tests.support.smtp_server import Faults, SMTPServer
 
 
 def _msg(rcpt: str, mid: str = "<m1@example.org>") -> bytes:

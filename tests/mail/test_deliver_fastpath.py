@@ -8,10 +8,10 @@ import dataclasses
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.smtp_server import SMTPServer
 
 from digest.config import SmtpConfig
 from digest.mail.transports import Envelope, SmtpTransport, plain_address, wire_data
+from tests.support.smtp_server import SMTPServer
 
 
 def _aiosmtplib_payload(data: bytes) -> bytes:

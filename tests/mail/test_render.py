@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
 import pytest
-from tests.support.send import NOW, parts, story
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest.mail.editions import plan_stories
 from digest.mail.render import (
     MAX_HTML_BYTES,
     InvalidAddress,
@@ -22,10 +22,10 @@ from digest.mail.render import (
     localized_title,
     message_id,
     normalize_email,
-    plan_stories,
     story_url,
     subject_for,
 )
+from tests.support.send import NOW, parts, story
 
 TEMPLATE = "AI News Daily · AI资讯日报 — {date}"
 BASE = "https://news.example.org/"
@@ -301,3 +301,12 @@ def test_accepted_addresses_read_back_identically_by_the_email_package(addr: str
         return
     assert parseaddr(norm)[1] == norm
     assert Address(addr_spec=norm).addr_spec == norm
+
+
+@pytest.mark.parametrize("text", ["%%DIGEST-UNSUBSCRIBE-URL%%", "%%%DIGEST-UNSUBSCRIBE-URL%%",
+                                  "%%%%%%DIGEST-PREFERENCES-URL%%"])
+def test_story_text_cannot_forge_link_markers(text: str) -> None:
+    from digest.mail.render import PREFS_MARK, UNSUB_MARK, clean
+
+    out = clean(text)
+    assert UNSUB_MARK not in out and PREFS_MARK not in out

@@ -8,24 +8,22 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.support.send import NOW, SECRET, add_subscribers, make_project, parts, sub
 
 from digest.pipeline.sending import send_digest
+from tests.support.send import NOW, SECRET, add_subscribers, make_project, parts, sub
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium"),
-]
+pytestmark = pytest.mark.browser  # tests/conftest.py: external; a missing Chromium fails `make test`
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()

@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
-from tests.support.send import story
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.mail.transports import wire_data
 from digest.mail.render import PREFS_MARK, UNSUB_MARK, RenderedBody, Renderer
+from digest.mail.transports import wire_data
+from tests.support.send import story
 
 
 def _whole_part(boundary: str, ctype: str, content: str) -> bytes:

@@ -10,6 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from digest.cli import main
+from digest.mail import tokens
+from digest.mail.transports import SmtpTransport, Transport
+from digest.pipeline import sending
+from digest.pipeline.secrets import site_secret
+from digest.pipeline.sending import preview, send_digest
+from digest.pipeline.subscribing import send_confirmation
+from digest.store import Store
 from tests.support.send import (
     NOW,
     SECRET,
@@ -24,22 +33,13 @@ from tests.support.send import (
 )
 from tests.support.smtp_server import Faults, SMTPServer
 
-from digest.mail import tokens
-from digest.cli import main
-from digest.mail.transports import SmtpTransport, Transport
-from digest.pipeline import sending
-from digest.pipeline.sending import preview, send_confirmation, send_digest, site_secret
-from digest.store import Store
-
 EN_TITLE = "China may have accessed Mythos"
 ZH_TITLE = "中国可能已访问Mythos"
 EN_TITLE_2 = "Welcome to the AGI era of AI governance"
 ZH_ONLY = "45bcd535756f060a"  # the zh-Hant article: excerpt TL;DR, no tags
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+pytestmark = pytest.mark.usefixtures("secret")  # DIGEST_SECRET = SECRET in every test
 
 
 def _smtp(tmp_path: Path, srv: SMTPServer, **kw):
@@ -56,55 +56,53 @@ def _send(config, **kw):
         return send_digest(config, now=kw.pop("now", NOW), transport=t, **kw)
 
 
-def test_three_subscribers_each_get_one_correct_digest_then_nothing(tmp_path: Path) -> None:
-    with SMTPServer() as srv:
-        config = _smtp(tmp_path, srv)
-        add_subscribers(config, *three_subscribers())
-        report = _send(config)
-        assert sorted(report.sent) == ["both@example.com", "en@example.com", "zh@example.com"]
-        assert not report.failed and not report.bounced
-        got = srv.by_recipient()
-        assert {k: len(v) for k, v in got.items()} == {
-            "en@example.com": 1, "zh@example.com": 1, "both@example.com": 1}
+def test_three_subscribers_each_get_one_correct_digest_then_nothing(smtp_server, smtp_config) -> None:
+    add_subscribers(smtp_config, *three_subscribers())
+    report = _send(smtp_config)
+    assert sorted(report.sent) == ["both@example.com", "en@example.com", "zh@example.com"]
+    assert not report.failed and not report.bounced
+    got = smtp_server.by_recipient()
+    assert {k: len(v) for k, v in got.items()} == {
+        "en@example.com": 1, "zh@example.com": 1, "both@example.com": 1}
 
-        en = got["en@example.com"][0]
-        text, html = parts(en)
-        assert en["Subject"] == "AI News Daily — 2026-11-22"
-        assert EN_TITLE in html and EN_TITLE_2 in html and ZH_TITLE not in html
-        assert 'lang="en"' in html and 'lang="zh-Hans"' not in html
-        assert "Not available in English" in html  # the Chinese-only article, said so
-        assert EN_TITLE in text and ZH_TITLE not in text
+    en = got["en@example.com"][0]
+    text, html = parts(en)
+    assert en["Subject"] == "AI News Daily — 2026-11-22"
+    assert EN_TITLE in html and EN_TITLE_2 in html and ZH_TITLE not in html
+    assert 'lang="en"' in html and 'lang="zh-Hans"' not in html
+    assert "Not available in English" in html  # the Chinese-only article, said so
+    assert EN_TITLE in text and ZH_TITLE not in text
 
-        zh = got["zh@example.com"][0]
-        text, html = parts(zh)
-        assert zh["Subject"] == "AI资讯日报 — 2026-11-22"
-        assert ZH_TITLE in html and EN_TITLE not in html and 'lang="zh-Hans"' in html
-        assert 'lang="zh-Hant"' in html and "退订" in html and "Unsubscribe" not in html
+    zh = got["zh@example.com"][0]
+    text, html = parts(zh)
+    assert zh["Subject"] == "AI资讯日报 — 2026-11-22"
+    assert ZH_TITLE in html and EN_TITLE not in html and 'lang="zh-Hans"' in html
+    assert 'lang="zh-Hant"' in html and "退订" in html and "Unsubscribe" not in html
 
-        both = got["both@example.com"][0]
-        text, html = parts(both)
-        assert both["Subject"] == "AI News Daily · AI资讯日报 — 2026-11-22"
-        assert EN_TITLE in html and ZH_TITLE in html and EN_TITLE_2 in html
-        assert html.index(EN_TITLE) < html.index(ZH_TITLE)  # English block, then Chinese
-        assert "stories/" + ZH_ONLY not in html  # tag filter 政策: the untagged one is out
+    both = got["both@example.com"][0]
+    text, html = parts(both)
+    assert both["Subject"] == "AI News Daily · AI资讯日报 — 2026-11-22"
+    assert EN_TITLE in html and ZH_TITLE in html and EN_TITLE_2 in html
+    assert html.index(EN_TITLE) < html.index(ZH_TITLE)  # English block, then Chinese
+    assert "stories/" + ZH_ONLY not in html  # tag filter 政策: the untagged one is out
 
-        for m in (en, zh, both):
-            assert m.get_content_type() == "multipart/alternative"
-            assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-            link = m["List-Unsubscribe"].split(">")[0].lstrip("<")
-            assert link.startswith(config.site.base_url + "unsubscribe?t=")
-            token = link.split("t=", 1)[1]
-            assert tokens.verify(SECRET.encode(), "unsubscribe", token, NOW) == m["To"]
-            assert link in parts(m)[1]
-            assert len(m.as_bytes()) < 100_000
+    for m in (en, zh, both):
+        assert m.get_content_type() == "multipart/alternative"
+        assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        link = m["List-Unsubscribe"].split(">")[0].lstrip("<")
+        assert link.startswith(smtp_config.site.base_url + "unsubscribe?t=")
+        token = link.split("t=", 1)[1]
+        assert tokens.verify(SECRET.encode(), "unsubscribe", token, NOW) == m["To"]
+        assert link in parts(m)[1]
+        assert len(m.as_bytes()) < 100_000
 
-        again = _send(config)
-        assert again.sent == [] and again.already_sent == 3
-        assert len(srv.messages) == 3
+    again = _send(smtp_config)
+    assert again.sent == [] and again.already_sent == 3
+    assert len(smtp_server.messages) == 3
 
 
-def test_rerun_with_the_cli_sends_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    config = make_project(tmp_path)  # the shipped config: Maildir transport
+def test_rerun_with_the_cli_sends_nothing(config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # config: the shipped config.toml, Maildir transport
     add_subscribers(config, *three_subscribers())
     args = ["--config", str(tmp_path / "config.toml"), "send", "--now", "2026-11-22T08:00:00Z"]
     assert main(args) == 0
@@ -115,9 +113,8 @@ def test_rerun_with_the_cli_sends_nothing(tmp_path: Path, capsys: pytest.Capture
     assert len(maildir_messages(config)) == 3
 
 
-def test_dry_run_sends_and_records_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_dry_run_sends_and_records_nothing(config, monkeypatch) -> None:
     monkeypatch.delenv("DIGEST_SECRET")
-    config = make_project(tmp_path)
     add_subscribers(config, *three_subscribers())
     report = send_digest(config, now=NOW, dry_run=True)
     assert len(report.would_send) == 3 and report.sent == []
@@ -127,8 +124,7 @@ def test_dry_run_sends_and_records_nothing(tmp_path: Path, monkeypatch) -> None:
     assert Store(config.store.path).meta_get("site_secret") is None
 
 
-def test_no_repeats_across_editions(tmp_path: Path) -> None:
-    config = make_project(tmp_path)
+def test_no_repeats_across_editions(config) -> None:
     add_subscribers(config, sub("a@example.com"))
     assert send_digest(config, now=NOW).sent == ["a@example.com"]
     tomorrow = NOW + timedelta(days=1)
@@ -227,24 +223,22 @@ def test_crash_between_batches_rerun_sends_only_the_rest(tmp_path: Path, monkeyp
             "en@example.com": 1, "zh@example.com": 1, "both@example.com": 1}
 
 
-def test_crash_mid_batch_resends_with_the_same_message_id(tmp_path: Path) -> None:
-    with SMTPServer() as srv:
-        config = _smtp(tmp_path, srv)
-        add_subscribers(config, *three_subscribers())
-        with _transport(config) as inner, pytest.raises(_Crash):
-            send_digest(config, now=NOW, transport=_CrashAfter(inner, 1))
-        delivered = srv.parsed()[0]
-        rerun = _send(config, now=NOW + timedelta(minutes=5))
-        assert len(rerun.sent) == 3 and len(rerun.ambiguous) == 3
-        copies = srv.by_recipient()[delivered["To"]]
-        assert len(copies) == 2  # the documented ambiguity: a recognisable duplicate
-        assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
-        assert parts(copies[0])[1] == parts(copies[1])[1]  # same content too
-        assert _send(config).sent == []
+def test_crash_mid_batch_resends_with_the_same_message_id(smtp_server, smtp_config) -> None:
+    add_subscribers(smtp_config, *three_subscribers())
+    with _transport(smtp_config) as inner, pytest.raises(_Crash):
+        send_digest(smtp_config, now=NOW, transport=_CrashAfter(inner, 1))
+    delivered = smtp_server.parsed()[0]
+    rerun = _send(smtp_config, now=NOW + timedelta(minutes=5))
+    assert len(rerun.sent) == 3 and len(rerun.ambiguous) == 3
+    copies = smtp_server.by_recipient()[delivered["To"]]
+    assert len(copies) == 2  # the documented ambiguity: a recognisable duplicate
+    assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+    assert parts(copies[0])[1] == parts(copies[1])[1]  # same content too
+    assert _send(smtp_config).sent == []
 
 
-def test_due_only_reads_cron_in_each_subscribers_zone(tmp_path: Path) -> None:
-    config = make_project(tmp_path)  # cron "0 7 * * *", grace 6 h
+def test_due_only_reads_cron_in_each_subscribers_zone(config) -> None:
+    # config: cron "0 7 * * *", grace 6 h
     add_subscribers(config, *three_subscribers())
     report = send_digest(config, now=NOW, due_only=True)
     # 08:00Z: 07:00 UTC fired 1 h ago, 07:00 Berlin 2 h ago, 07:00 Shanghai 9 h ago (> grace)
@@ -252,29 +246,25 @@ def test_due_only_reads_cron_in_each_subscribers_zone(tmp_path: Path) -> None:
     assert report.not_due == 1
 
 
-def test_hostile_address_in_the_store_never_reaches_a_header(tmp_path: Path) -> None:
-    with SMTPServer() as srv:
-        config = _smtp(tmp_path, srv)
-        add_subscribers(config, sub("ok@example.com"),
-                        sub("evil@example.com\r\nbcc: victim@example.com"))
-        report = _send(config)
-        assert report.sent == ["ok@example.com"]
-        assert len(report.failed) == 1 and "unsafe" in report.failed[0][1]
-        assert all("\n" not in line and "\r" not in line for line in report.lines())
-        raw = b"".join(m.data for m in srv.messages)
-        assert b"victim" not in raw
+def test_hostile_address_in_the_store_never_reaches_a_header(smtp_server, smtp_config) -> None:
+    add_subscribers(smtp_config, sub("ok@example.com"),
+                    sub("evil@example.com\r\nbcc: victim@example.com"))
+    report = _send(smtp_config)
+    assert report.sent == ["ok@example.com"]
+    assert len(report.failed) == 1 and "unsafe" in report.failed[0][1]
+    assert all("\n" not in line and "\r" not in line for line in report.lines())
+    raw = b"".join(m.data for m in smtp_server.messages)
+    assert b"victim" not in raw
 
 
-def test_distinct_bodies_rendered_once(tmp_path: Path) -> None:
-    config = make_project(tmp_path)
+def test_distinct_bodies_rendered_once(config) -> None:
     add_subscribers(config, *[sub(f"r{i}@example.com", ["en"]) for i in range(20)],
                     sub("z@example.com", ["zh"]))
     report = send_digest(config, now=NOW)
     assert len(report.sent) == 21 and report.renders == 2
 
 
-def test_preview_html_and_eml(tmp_path: Path) -> None:
-    config = make_project(tmp_path)
+def test_preview_html_and_eml(config, tmp_path: Path) -> None:
     add_subscribers(config, sub("both@example.com", ["en", "zh"], ["政策"]))
     out = preview(config, email="both@example.com", out=tmp_path / "p.html", now=NOW)
     html = out.read_text(encoding="utf-8")
@@ -335,8 +325,7 @@ def test_missing_password_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     assert list(Store(config.store.path).journal.records()) == []
 
 
-def test_journal_records_have_the_documented_shape(tmp_path: Path) -> None:
-    config = make_project(tmp_path)
+def test_journal_records_have_the_documented_shape(config) -> None:
     add_subscribers(config, sub("a@example.com"))
     send_digest(config, now=NOW)
     recs = list(Store(config.store.path).journal.records())
@@ -347,8 +336,7 @@ def test_journal_records_have_the_documented_shape(tmp_path: Path) -> None:
     assert recs[0]["message_id"] == recs[1]["message_id"]
 
 
-def test_a_second_concurrent_sender_is_refused(tmp_path: Path) -> None:
-    config = make_project(tmp_path)
+def test_a_second_concurrent_sender_is_refused(config) -> None:
     add_subscribers(config, sub("a@example.com"))
     store = Store(config.store.path)
     from digest.errors import DeliveryError
@@ -374,14 +362,13 @@ def test_outcomes_are_journalled_as_they_arrive(tmp_path: Path, monkeypatch) -> 
         assert all(len(v) == 1 for v in srv.by_recipient().values())
 
 
-def test_outcomes_are_journalled_even_if_the_transport_never_reports(tmp_path: Path) -> None:
+def test_outcomes_are_journalled_even_if_the_transport_never_reports(config) -> None:
     from digest.mail.transports import Outcome
 
     class Quiet(Transport):
         def send(self, envelopes, on_outcome=None):
             return [Outcome(e.recipient, "sent") for e in envelopes]
 
-    config = make_project(tmp_path)
     add_subscribers(config, *three_subscribers())
     assert len(send_digest(config, now=NOW, transport=Quiet()).sent) == 3
     again = send_digest(config, now=NOW, transport=Quiet())

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.support.send import make_project
 
 from digest.cli import main
-from digest.pipeline.sending import import_csv
+from digest.pipeline.subscribing import import_csv
 from digest.store import Store
+from tests.support.send import make_project
 
 
 @pytest.fixture
@@ -101,13 +101,13 @@ def test_import_never_resubscribes_the_unsubscribed(cfg: Path, tmp_path: Path, c
     from digest.config import load_config
 
     store = Store(load_config(cfg).store.path)
-    secret = store.get_subscriber("gone@example.com").secret
+    created = store.get_subscriber("gone@example.com").created
     store.update_subscriber("gone@example.com", status="unsubscribed")
     f = tmp_path / "s.csv"
     f.write_text("email,languages,tags,timezone\ngone@example.com,en,,UTC\n", encoding="utf-8")
     assert run(cfg, "import", str(f)) == 0
     got = Store(load_config(cfg).store.path).get_subscriber("gone@example.com")
-    assert got.status == "unsubscribed" and got.languages == ["en"] and got.secret == secret
+    assert got.status == "unsubscribed" and got.languages == ["en"] and got.created == created
 
 
 def test_import_needs_a_header(cfg: Path, tmp_path: Path, capsys) -> None:
@@ -129,8 +129,8 @@ def test_import_many_rows_in_one_transaction(tmp_path: Path) -> None:
     config = make_project(tmp_path, ingest=False)
     _big_csv(tmp_path / "big.csv", 5000)
     store = Store(config.store.path)
-    added, updated, kept, bad = import_csv(store, tmp_path / "big.csv", datetime.now(UTC))
-    assert (added, updated, kept, bad) == (5000, 0, 0, [])
+    r = import_csv(store, tmp_path / "big.csv", datetime.now(UTC))
+    assert (r.added, r.updated, r.kept, r.bad) == (5000, 0, 0, [])
     assert len(Store(config.store.path).list_subscribers(status="active")) == 5000
 
 
@@ -138,5 +138,131 @@ def test_import_many_rows_in_one_transaction(tmp_path: Path) -> None:
 def test_import_100k_rows(tmp_path: Path) -> None:
     config = make_project(tmp_path, ingest=False)
     _big_csv(tmp_path / "big.csv", 100_000)
-    added, *_ = import_csv(Store(config.store.path), tmp_path / "big.csv", datetime.now(UTC))
-    assert added == 100_000
+    report = import_csv(Store(config.store.path), tmp_path / "big.csv", datetime.now(UTC))
+    assert report.added == 100_000
+
+
+# --- one set of rules (digest.subscribers) for the CLI, CSV import and the web -----------------
+
+
+@pytest.mark.parametrize("values,want", [
+    (None, []), ("", []), ("政策, Agent", ["政策", "Agent"]), (["a，b、c", "a"], ["a", "b", "c"]),
+    (["  many   spaces  "], ["many spaces"]), ("x\ny", ["x", "y"]), ([f"t{i}" for i in range(30)],
+                                                                 [f"t{i}" for i in range(30)]),
+])
+def test_tags_accepted(values, want) -> None:
+    from digest.subscribers import parse_tags
+
+    assert parse_tags(values) == want
+
+
+@pytest.mark.parametrize("values,needle", [
+    ("x" * 65, "longer than 64"), (["ok", "a\x01b"], "control character"),
+    ([f"t{i}" for i in range(31)], "at most 30"),
+])
+def test_tags_refused_not_trimmed(values, needle) -> None:
+    from digest.errors import DigestError
+    from digest.subscribers import parse_tags
+
+    with pytest.raises(DigestError) as e:
+        parse_tags(values)
+    assert needle in e.value.message and e.value.hint
+
+
+@pytest.mark.parametrize("values,want", [
+    (None, ["en", "zh"]), ("zh,en", ["en", "zh"]), (["zh-Hant"], ["zh"]), ("EN zh-hans", ["en", "zh"]),
+])
+def test_languages_accepted(values, want) -> None:
+    from digest.subscribers import parse_languages
+
+    assert parse_languages(values) == want
+
+
+@pytest.mark.parametrize("values,needle", [([], "at least one"), ("fr", "unknown language 'fr'"),
+                                           (["en", "<b>"], "unknown language")])
+def test_languages_refused(values, needle) -> None:
+    from digest.errors import DigestError
+    from digest.subscribers import parse_languages
+
+    with pytest.raises(DigestError) as e:
+        parse_languages(values)
+    assert needle in e.value.message
+
+
+@pytest.mark.parametrize("tz,want", [(None, "UTC"), ("  ", "UTC"), (" Asia/Shanghai ", "Asia/Shanghai"),
+                                     ("America/Argentina/Buenos_Aires", "America/Argentina/Buenos_Aires")])
+def test_timezone_accepted(tz, want) -> None:
+    from digest.subscribers import check_timezone
+
+    assert check_timezone(tz) == want
+
+
+@pytest.mark.parametrize("tz", ["Mars/Olympus", "America", "../../etc/passwd", "/etc/localtime",
+                                "UTC\x00", "a" * 300, "utc"])
+def test_timezone_refused(tz) -> None:
+    from digest.errors import DigestError
+    from digest.subscribers import check_timezone
+
+    with pytest.raises(DigestError, match="unknown time zone"):
+        check_timezone(tz)
+
+
+def test_cli_refuses_a_long_tag_instead_of_truncating_it(cfg: Path, capsys) -> None:
+    # The CLI used to cut tags at 64 characters silently; the web refused them. Both refuse.
+    assert run(cfg, "add", "a@example.com", "--tags", "x" * 65) == 1
+    assert "longer than 64" in capsys.readouterr().err
+    assert listed(cfg, capsys) == []
+
+
+def test_cli_caps_tags_at_30_like_the_web(cfg: Path, capsys) -> None:
+    tags = ",".join(f"t{i}" for i in range(31))
+    assert run(cfg, "add", "a@example.com", "--tags", tags) == 1
+    assert "at most 30" in capsys.readouterr().err
+    assert run(cfg, "add", "a@example.com", "--tags", tags.rsplit(",", 1)[0]) == 0
+
+
+def test_cli_names_a_zone_directory_as_unknown(cfg: Path, capsys) -> None:
+    assert run(cfg, "add", "a@example.com", "--tz", "America") == 1
+    assert "unknown time zone 'America'" in capsys.readouterr().err
+
+
+def test_import_refuses_rows_the_cli_refuses(cfg: Path, tmp_path: Path, capsys) -> None:
+    f = tmp_path / "s.csv"
+    many = ",".join(f"t{i}" for i in range(31))
+    f.write_text(f'email,tags\nlong@example.com,{"y" * 65}\nmany@example.com,"{many}"\n'
+                 "ok@example.com,a，b\n", encoding="utf-8")
+    assert run(cfg, "import", str(f)) == 1
+    out = capsys.readouterr().out
+    assert f"{f}:2: tags: the tag" in out and f"{f}:3: tags: 31 tags" in out
+    subs = listed(cfg, capsys)
+    assert [(s["email"], s["tags"]) for s in subs] == [("ok@example.com", ["a", "b"])]
+
+
+def test_state_rules() -> None:
+    from datetime import timedelta
+
+    from digest import subscribers as rules
+    from digest.mail import tokens
+    from digest.models import Subscriber
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    new = rules.new_subscriber("A@Example.com", ["zh"], "x", "UTC", "pending", now)
+    assert (new.email, new.status, new.confirmed) == ("a@example.com", "pending", None)
+    active = Subscriber(email=new.email, status="active", created=now - timedelta(days=9))
+    assert rules.subscribed(active, new) is None  # the form never changes an active reader
+    gone = Subscriber(email=new.email, status="unsubscribed", created=now - timedelta(days=9))
+    assert rules.subscribed(gone, new) == {"languages": ["zh"], "tags": ["x"], "timezone": "UTC",
+                                           "status": "pending", "created": now}
+    expires = now + tokens.CONFIRM_LIFETIME
+    assert rules.confirmed(None, expires, now, activate=True) == ("gone", None)
+    assert rules.confirmed(gone, expires, now, activate=True) == ("gone", None)
+    assert rules.confirmed(active, expires, now, activate=True) == ("already", None)
+    assert rules.confirmed(new, expires - timedelta(seconds=1), now, activate=True)[0] == "stale"
+    assert rules.confirmed(new, expires, now, activate=False) == ("ready", None)
+    assert rules.confirmed(new, expires, now, activate=True) == (
+        "confirmed", {"status": "active", "confirmed": now})
+    assert rules.preferences_changed(gone, ["en"], [], "UTC") is None
+    assert rules.unsubscribed(gone) is None and rules.unsubscribed(active) == {"status": "unsubscribed"}
+    row, kept = rules.imported(gone, rules.new_subscriber("a@example.com", "en", None, None,
+                                                          "active", now))
+    assert kept and row.status == "unsubscribed" and row.created == gone.created

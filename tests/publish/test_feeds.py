@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import feedparser
 import pytest
-from tests.support.publish import HOSTILE, NOW, jsonfeed_validator, make_config, seed_stories, story
 from lxml import etree
 
 from digest.config import SiteConfig
 from digest.publish.feeds import FORMATS, base_slug, tag_slugs, xml_text
-from digest.pipeline.publishing import build_files
+from digest.publish.plan import build_files
 from digest.publish.rank import rank
+from tests.support.publish import HOSTILE, NOW, jsonfeed_validator, make_config, seed_stories, story
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,7 @@ def test_self_and_alternate_links(seed_site):
     assert jf["home_page_url"] == "http://127.0.0.1:8000/"
 
 
-def test_item_ids_independent_of_base_url(seeds, tmp_path):
-    cfg = make_config(tmp_path)
+def test_item_ids_independent_of_base_url(seeds, cfg):
     other = replace(cfg, site=SiteConfig(base_url="https://news.example.org/digest/"))
     a, _ = build_files(cfg, seeds, NOW)
     b, _ = build_files(other, seeds, NOW)
@@ -187,8 +186,7 @@ def test_item_ids_independent_of_base_url(seeds, tmp_path):
     assert b"https://news.example.org/digest/stories/" in b["feeds/all/atom.xml"]
 
 
-def test_items_limit(tmp_path):
-    cfg = make_config(tmp_path)
+def test_items_limit(cfg):
     cfg = replace(cfg, feeds=replace(cfg.feeds, items=3))
     stories = [story(f"s{i:02d}", hours_ago=i) for i in range(7)]
     files, _ = build_files(cfg, stories, NOW)
@@ -200,8 +198,7 @@ def test_items_limit(tmp_path):
 # --- untrusted text ----------------------------------------------------------------------
 
 
-def test_hostile_text_survives_as_text_everywhere(tmp_path):
-    cfg = make_config(tmp_path)
+def test_hostile_text_survives_as_text_everywhere(cfg):
     evil = story("evil0001", text=HOSTILE)
     files, feeds = build_files(cfg, [evil, story("calm0002")], NOW)
     clean = HOSTILE.replace("\x0b", "")

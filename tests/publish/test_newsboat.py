@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.support.web import feed_paths, free_port, publish_seeds, running, write_config
 
-pytestmark = pytest.mark.skipif(shutil.which("newsboat") is None, reason="needs Debian newsboat")
+pytestmark = pytest.mark.newsboat  # tests/conftest.py: external; a missing newsboat fails `make test`
 
 # newsboat's log levels 1-4: USERERROR, CRITICAL, ERROR, WARN
 BAD_LINE = re.compile(r"^\[[^\]]+\] (USERERROR|CRITICAL|ERROR|WARN(ING)?):", re.M)

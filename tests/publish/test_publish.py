@@ -5,113 +5,109 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import shutil
 from dataclasses import replace
 
 import feedparser
 import pytest
-from tests.support.publish import GOLDEN, NOW, make_config, mtimes, seed_stories, store_with, story
 from jinja2 import ChoiceLoader, DictLoader
 
-from digest.publish import tree as output
 from digest.errors import DigestError, StoreError
-from digest.publish.tree import MANIFEST, write_tree
-from digest.pipeline.publishing import build_files, format_ranked, publish, rank_stories
+from digest.pipeline.publishing import publish, rank_stories
+from digest.publish import tree as output
+from digest.publish.plan import build_files, format_ranked
 from digest.publish.site import environment
+from digest.publish.tree import MANIFEST
+from tests.support.publish import NOW, make_config, mtimes, seed_stories, store_with, story
 
-# --- the writer --------------------------------------------------------------------------
+# --- the writer, as publish drives it ------------------------------------------------------
 
 
-def test_write_tree_writes_compares_and_prunes(tmp_path):
-    out = tmp_path / "out"
-    r = write_tree(out, {"a.txt": b"A", "d/b.txt": b"B", "d/e/c.txt": b"C"})
-    assert sorted(r.written) == ["a.txt", "d/b.txt", "d/e/c.txt"] and not r.unchanged
+def test_publish_writes_then_prunes_only_its_own_files(seeded):
+    cfg, st = seeded
+    out = cfg.feeds.output
+    first = publish(cfg, now=NOW)
+    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(first.written)
+    assert oct((out / "index.html").stat().st_mode & 0o777) == "0o644"
     (out / "mine.txt").write_bytes(b"not digest's")  # a file digest never wrote
-    before = mtimes(out)
-    r = write_tree(out, {"a.txt": b"A", "d/b.txt": b"B", "d/e/c.txt": b"C"})
-    assert r.written == [] and r.removed == [] and mtimes(out) == before
-    r = write_tree(out, {"a.txt": b"A2", "d/b.txt": b"B"})
-    assert r.written == ["a.txt"] and r.removed == ["d/e/c.txt"] and r.unchanged == ["d/b.txt"]
-    assert not (out / "d/e").exists()  # emptied directory removed
+    holders = [s for s in st.get_stories([x.id for x in st.list_stories()]) if "Agent" in s.tags]
+    st.upsert_stories([replace(s, tags=[t for t in s.tags if t != "Agent"]) for s in holders])
+    r = publish(cfg, now=NOW)
+    assert "feeds/tags/agent/atom.xml" in r.removed
+    assert not (out / "feeds/tags/agent").exists()  # emptied directory removed
     assert (out / "mine.txt").read_bytes() == b"not digest's"
-    assert json.loads((out / MANIFEST).read_text())["files"] == ["a.txt", "d/b.txt"]
+    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(r.written + r.unchanged)
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
-    assert oct((out / "a.txt").stat().st_mode & 0o777) == "0o644"
 
 
-def test_write_tree_managed_prefixes_limit_pruning(tmp_path):
-    out = tmp_path / "out"
-    write_tree(out, {"feeds/x.xml": b"1", "other/y.html": b"2"})
-    r = write_tree(out, {}, managed_prefixes=["feeds/"])
-    assert r.removed == ["feeds/x.xml"] and (out / "other/y.html").exists()
-    assert write_tree(out, {}).removed == ["other/y.html"]  # still remembered in the manifest
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a/../../x", MANIFEST, "", ".digest-tmp/x"])
+def test_tree_refuses_paths_outside(tmp_path, bad):
+    with output.open_tree(tmp_path / "out") as tree, pytest.raises(ValueError):
+        tree.stage(bad, b"x")
 
 
-@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a/../../x", MANIFEST, ""])
-def test_write_tree_refuses_paths_outside(tmp_path, bad):
-    with pytest.raises(ValueError):
-        write_tree(tmp_path, {bad: b"x"})
-
-
-def test_write_tree_ignores_tampered_manifest(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
+def test_publish_ignores_a_tampered_manifest(seeded, tmp_path):
+    cfg, _ = seeded
+    out = cfg.feeds.output
+    out.mkdir(parents=True)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     (out / MANIFEST).write_text(json.dumps({"files": ["../victim.txt", "/etc/hostname"]}))
-    write_tree(out, {"a": b"1"})
+    publish(cfg, now=NOW)
     assert victim.read_text() == "keep"
 
 
-def test_disk_full_leaves_old_files(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    write_tree(out, {"a.txt": b"old a", "b.txt": b"old b"})
-    real = output._stage
+def test_disk_full_leaves_old_files(seeded, monkeypatch):
+    cfg, st = seeded
+    out = cfg.feeds.output
+    publish(cfg, now=NOW)
+    before = {p: (out / p).read_bytes() for p in json.loads((out / MANIFEST).read_text())["files"]}
+    manifest = (out / MANIFEST).read_bytes()
+    st.upsert_stories([story("zzfresh00000001", hours_ago=0.5)])  # index, feeds, a page change
+    real = output.Tree._stage_one
     calls = []
 
-    def full_after_one(outdir, rel, data):
-        calls.append(rel)
+    def full_after_one(tree, data):
+        calls.append(len(data))
         if len(calls) > 1:  # the second staged file hits a full disk
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(outdir, rel, data)
+        return real(tree, data)
 
-    monkeypatch.setattr(output, "_stage", full_after_one)
+    # Tree.stage writes each changed file's temp copy here, in publish and in page workers.
+    monkeypatch.setattr(output.Tree, "_stage_one", full_after_one)
     with pytest.raises(StoreError) as e:
-        write_tree(out, {"a.txt": b"new a", "b.txt": b"new b"})
+        publish(cfg, now=NOW)
     assert "disk full" in e.value.message and "no published file was replaced" in e.value.message
     assert e.value.hint
-    assert (out / "a.txt").read_bytes() == b"old a" and (out / "b.txt").read_bytes() == b"old b"
+    assert {p: (out / p).read_bytes() for p in before} == before
+    assert (out / MANIFEST).read_bytes() == manifest
+    assert not (out / "stories/zzfresh00000001.html").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(output.Tree, "_stage_one", real)  # space freed: the rerun completes
+    assert "stories/zzfresh00000001.html" in publish(cfg, now=NOW).written
 
 
 def test_unwritable_output_is_a_digest_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    cfg = make_config(tmp_path)
+    cfg = replace(cfg, feeds=replace(cfg.feeds, output=blocker / "out"))
+    store_with(cfg, [story("s0001")])
     with pytest.raises(DigestError) as e:
-        write_tree(blocker / "out", {"a": b"1"})
+        publish(cfg, now=NOW)
     assert str(blocker) in e.value.message and "digest publish" in e.value.hint
 
 
 # --- golden files from the seeds -----------------------------------------------------------
 
 
-def test_golden_seed_site(tmp_path):
+def test_golden_seed_site(tmp_path, golden):
     cfg = make_config(tmp_path, **{"安全": "security"})
     # The subscribe form belongs to the web area; pin it so its changes do not churn these.
     env = environment()
     env.loader = ChoiceLoader([DictLoader({"_subscribe.html": '<section id="subscribe"></section>\n'}),
                                env.loader])
     files, _ = build_files(cfg, seed_stories(), NOW, env=env)
-    if os.environ.get("DIGEST_UPDATE_GOLDEN"):
-        shutil.rmtree(GOLDEN, ignore_errors=True)
-        for rel, blob in files.items():
-            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
-            (GOLDEN / rel).write_bytes(blob)
-    golden = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
-    assert sorted(files) == sorted(golden), "run DIGEST_UPDATE_GOLDEN=1 pytest tests/test_publish.py"
-    for rel in files:
-        assert files[rel] == golden[rel], f"{rel} differs; refresh with DIGEST_UPDATE_GOLDEN=1"
+    golden.check("publish", files)
 
 
 # --- end to end through the store ----------------------------------------------------------

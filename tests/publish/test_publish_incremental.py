@@ -13,15 +13,16 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from tests.support.publish import NOW, make_config, mtimes, story
 
 from digest.errors import DigestError
 from digest.models import Block
-from digest.publish.tree import LOCK, MANIFEST, STAGING
 from digest.pipeline import publishing
+from digest.pipeline.publishing import publish
 from digest.publish import workers as pageworkers
-from digest.pipeline.publishing import build_files, publish
+from digest.publish.plan import Plan, build_files
+from digest.publish.tree import LOCK, MANIFEST, STAGING
 from digest.store import Store
+from tests.support.publish import NOW, make_config, mtimes, story
 
 TAGS = ("policy", "chips", "安全", "Agent", "open source")
 
@@ -68,8 +69,8 @@ def check(cfg, st, now) -> publishing.PublishReport:
 def test_each_kind_of_change_matches_a_full_build(site, monkeypatch):
     cfg, st = site
     taken = []
-    real_reuse = publishing.Plan.reuse_content
-    monkeypatch.setattr(publishing.Plan, "reuse_content",
+    real_reuse = Plan.reuse_content
+    monkeypatch.setattr(Plan, "reuse_content",
                         lambda self, *a: taken.append(real_reuse(self, *a)) or taken[-1])
     first = check(cfg, st, NOW)
     assert first.written and not first.unchanged
@@ -162,14 +163,14 @@ def test_worker_error_is_raised_and_leaves_no_temp_files(site, monkeypatch):
     monkeypatch.setattr(pageworkers, "PARALLEL_MIN_PAGES", 1)
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: pages are rendered in-process")
-    real = publishing.Plan.story_page
+    real = Plan.story_page
 
     def boom(self, s):
         if s.id == "s039":
             raise DigestError("cannot render s039", "fix it")
         return real(self, s)
 
-    monkeypatch.setattr(publishing.Plan, "story_page", boom)
+    monkeypatch.setattr(Plan, "story_page", boom)
     with pytest.raises(DigestError, match="s039"):
         publish(cfg, now=NOW)
     staging = cfg.feeds.output / STAGING

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from tests.support.publish import NOW, story
 
 from digest.config import RankConfig
 from digest.publish.rank import base_score, decay, rank, score_story
+from tests.support.publish import NOW, story
 
 CFG = RankConfig(hot=0.4, quality=0.35, impact=0.25, half_life_hours=24.0, default_score=50.0)
 

@@ -4,15 +4,14 @@ and the real thing in headless Chromium (mobile width, dark mode, no script runs
 from __future__ import annotations
 
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
-from tests.support.publish import HOSTILE, NOW, make_config, seed_stories, story
 from lxml import etree
 
-from digest.publish.tree import write_tree
-from digest.pipeline.publishing import build_files
+from digest.pipeline.publishing import publish
+from digest.publish.plan import build_files
 from digest.publish.site import story_path
+from tests.support.publish import HOSTILE, NOW, make_config, seed_stories, store_with, story
 
 BASE = "http://127.0.0.1:8000/"
 
@@ -92,8 +91,7 @@ def test_tag_pages_link_their_feeds(built):
     assert "#安全" in page
 
 
-def test_hostile_text_escaped_in_pages(tmp_path):
-    cfg = make_config(tmp_path)
+def test_hostile_text_escaped_in_pages(cfg):
     files, _ = build_files(cfg, [story("evil0001", text=HOSTILE)], NOW)
     for path, blob in files.items():
         if path.endswith((".html", ".opml")):
@@ -104,15 +102,12 @@ def test_hostile_text_escaped_in_pages(tmp_path):
 
 
 @pytest.mark.browser
-def test_pages_in_chromium(tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no /usr/bin/chromium")
-    cfg = make_config(tmp_path)
+def test_pages_in_chromium(cfg):
+    from playwright import sync_api as playwright  # tests/conftest.py checks it and Chromium
     stories = seed_stories() + [story("evil0001", text=HOSTILE)]
-    files, _ = build_files(cfg, stories, NOW)
-    out = tmp_path / "public"
-    write_tree(out, files)
+    store_with(cfg, stories)
+    publish(cfg, now=NOW)
+    out = cfg.feeds.output
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",

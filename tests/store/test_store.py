@@ -1,4 +1,4 @@
-"""Store: story upsert semantics, layout, reload, rollback, corruption, disk full, upgrade."""
+"""Store: story upsert semantics, layout, reload, rollback, corruption, disk full, schema."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.support.store import make_story
 
+from digest.config import StoreConfig
 from digest.errors import StoreError
 from digest.models import Subscriber
-from digest.store import SCHEMA_VERSION, Store
+from digest.store import SCHEMA_VERSION, Journal, Store, StoreBackend, open_store
+from tests.support.store import make_story
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -32,8 +33,7 @@ def test_fresh_store_created_with_schema(tmp_path):
     assert store.get_story("nope") is None
 
 
-def test_upsert_added_updated_unchanged(tmp_path):
-    store = Store(tmp_path / "store")
+def test_upsert_added_updated_unchanged(store, tmp_path):
     a, b = make_story(1), make_story(2)
     assert store.upsert_stories([a, b]) == [(a.id, "added"), (b.id, "added")]
     assert store.get_story(a.id) == a
@@ -47,16 +47,14 @@ def test_upsert_added_updated_unchanged(tmp_path):
     assert again.get_story(a.id) == a2 and again.story_count() == 2
 
 
-def test_same_id_twice_in_one_batch(tmp_path):
-    store = Store(tmp_path / "store")
+def test_same_id_twice_in_one_batch(store):
     a, a1 = make_story(1), make_story(1, rev=1)
     assert store.upsert_stories([a, a, a1]) == [(a.id, "added"), (a.id, "unchanged"),
                                                 (a.id, "updated")]
     assert store.story_count() == 1 and store.get_story(a.id) == a1
 
 
-def test_list_stories_is_the_index_without_bodies(tmp_path):
-    store = Store(tmp_path / "store")
+def test_list_stories_is_the_index_without_bodies(store, tmp_path):
     stories = [make_story(i) for i in range(50)]
     store.upsert_stories(stories)
     listed = store.list_stories()
@@ -70,8 +68,7 @@ def test_list_stories_is_the_index_without_bodies(tmp_path):
     assert b"analysis" not in index_bytes and b"faq" not in index_bytes
 
 
-def test_times_alone_do_not_make_an_update(tmp_path):
-    store = Store(tmp_path / "store")
+def test_times_alone_do_not_make_an_update(store):
     a = make_story(1)
     store.upsert_stories([a])
     later = make_story(1)
@@ -93,8 +90,7 @@ def test_unchanged_upsert_touches_no_file(tmp_path):
     assert snapshot(root) == before
 
 
-def test_untrusted_ids_stay_inside_the_store(tmp_path):
-    store = Store(tmp_path / "store")
+def test_untrusted_ids_stay_inside_the_store(store, tmp_path):
     evil = make_story(1)
     evil.id = "../../escape/x"
     store.upsert_stories([evil])
@@ -138,8 +134,7 @@ def test_transaction_batches_and_rolls_back(tmp_path):
     assert Store(root).story_count() == 2 and Store(root).meta_get("k") == 2
 
 
-def test_meta_and_quarantine(tmp_path):
-    store = Store(tmp_path / "store")
+def test_meta_and_quarantine(store, tmp_path):
     store.meta_set("last_publish", "2026-11-22T12:00:00Z")
     assert Store(tmp_path / "store").meta_get("last_publish") == "2026-11-22T12:00:00Z"
     assert store.meta_get("absent", 7) == 7
@@ -224,46 +219,26 @@ def test_disk_full_keeps_the_old_files(tmp_path, monkeypatch, name, after):
     assert list((root / ".tmp").iterdir()) == []
 
 
-def test_upgrade_from_version_0(tmp_path):
-    """Version 0 = a plain TinyDB store: full stories in stories.json, no meta, mixed-case emails."""
+def test_files_without_a_schema_version_are_refused_untouched(tmp_path):
+    """No digest wrote a store without meta.schema_version: such files are not ours to rewrite."""
     root = tmp_path / "store"
     root.mkdir()
-    stories = [make_story(i) for i in range(25)]
-    (root / "stories.json").write_bytes(orjson.dumps({
-        "stories": {str(n + 1): s.to_dict() for n, s in enumerate(stories)},
-        "quarantine": {"1": {"path": "x.txt", "fingerprint": "f", "reason": "r"}},
-    }))
-    sub = Subscriber(email="Ann@Example.COM", status="active", secret="k")
-    (root / "subscribers.json").write_bytes(orjson.dumps({"subscribers": {"1": sub.to_dict()}}))
-    store = Store(root)
-    assert store.meta_get("schema_version") == SCHEMA_VERSION
-    assert store.story_count() == 25
-    assert store.get_story(stories[7].id) == stories[7]
-    assert store.quarantine_get("x.txt")["reason"] == "r"
-    got = store.get_subscriber("ann@example.com")
-    assert got is not None and got.status == "active" and got.secret == "k"
-    main = orjson.loads((root / "stories.json").read_bytes())
-    assert "stories" not in main  # moved to index shards + bodies
-    assert store.upsert_stories(stories)[0][1] == "unchanged"
+    foreign = orjson.dumps({"stories": {"1": make_story(1).to_dict()}})
+    (root / "stories.json").write_bytes(foreign)
+    with pytest.raises(StoreError, match="no schema_version") as e:
+        Store(root)
+    assert e.value.hint
+    assert (root / "stories.json").read_bytes() == foreign
 
 
-def test_upgrade_interrupted_is_redone(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    root.mkdir()
-    stories = [make_story(i) for i in range(25)]
-    v0 = orjson.dumps({"stories": {str(n + 1): s.to_dict() for n, s in enumerate(stories)}})
-    (root / "stories.json").write_bytes(v0)
-    with monkeypatch.context() as m:
-        _fail_on(m, "replace", after=30)  # bodies and some shards land, stories.json does not
-        with pytest.raises(StoreError):
-            Store(root)
-    assert (root / "stories.json").read_bytes() == v0
-    store = Store(root)
-    assert store.story_count() == 25 and store.get_story(stories[3].id) == stories[3]
+def test_the_embedded_store_implements_the_interface(tmp_path):
+    store = open_store(StoreConfig(path=tmp_path / "store"))
+    assert isinstance(store, Store) and isinstance(store, StoreBackend)
+    assert isinstance(store.journal, Journal)
+    assert open_store(tmp_path / "store").story_count() == 0
 
 
-def test_text_that_is_not_unicode_is_refused_cleanly(tmp_path):
-    store = Store(tmp_path / "store")
+def test_text_that_is_not_unicode_is_refused_cleanly(store, tmp_path):
     bad = make_story(1)
     bad.title["en"] = "broken \ud800 surrogate"
     with pytest.raises(StoreError, match=bad.id):

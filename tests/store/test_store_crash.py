@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.store import make_story
 
 from digest.models import Subscriber
 from digest.store import Store
+from tests.support.store import make_story
 
 WRITER = Path(__file__).resolve().parents[1] / "support" / "store_writer.py"
 REPO = WRITER.parent.parent

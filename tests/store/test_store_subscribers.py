@@ -19,8 +19,7 @@ def rec(edition: str, email: str = "a@example.com", state: str = "sent", stories
             "at": "2026-11-22T07:00:00Z", "reason": ""}
 
 
-def test_subscriber_crud(tmp_path):
-    store = Store(tmp_path / "store")
+def test_subscriber_crud(store, tmp_path):
     added = store.add_subscriber(Subscriber(email=" Ann@Example.com ", tags=["AI"]))
     assert added.email == "ann@example.com"
     with pytest.raises(StoreError, match="already exists"):
@@ -44,19 +43,16 @@ def test_subscriber_crud(tmp_path):
     assert [s.email for s in Store(tmp_path / "store").list_subscribers()] == ["ann@example.com"]
 
 
-def test_upsert_subscribers_keeps_created_and_secret(tmp_path):
-    store = Store(tmp_path / "store")
-    first = Subscriber(email="a@example.com", secret="s3cret",
-                       created=datetime(2026, 1, 1, tzinfo=UTC))
+def test_upsert_subscribers_keeps_created(store, tmp_path):
+    first = Subscriber(email="a@example.com", created=datetime(2026, 1, 1, tzinfo=UTC))
     assert store.upsert_subscribers([first, Subscriber(email="b@example.com")]) == (2, 0)
     assert store.upsert_subscribers([Subscriber(email="A@example.com", tags=["x"]),
                                      Subscriber(email="c@example.com")]) == (1, 1)
     a = Store(tmp_path / "store").get_subscriber("a@example.com")
-    assert a.tags == ["x"] and a.secret == "s3cret" and a.created == first.created
+    assert a.tags == ["x"] and a.created == first.created
 
 
-def test_upsert_100k_subscribers(tmp_path):
-    store = Store(tmp_path / "store")
+def test_upsert_100k_subscribers(store, tmp_path):
     subs = [Subscriber(email=f"user{i}@example.com", status="active") for i in range(100_000)]
     assert store.upsert_subscribers(subs) == (100_000, 0)
     changed = [Subscriber(email=f"USER{i}@example.com", status="active", tags=["ai"])
@@ -67,8 +63,7 @@ def test_upsert_100k_subscribers(tmp_path):
     assert fresh.get_subscriber("user99990@example.com").tags == ["ai"]
 
 
-def test_journal_state_and_sent_ids(tmp_path):
-    store = Store(tmp_path / "store")
+def test_journal_state_and_sent_ids(store, tmp_path):
     j = store.journal
     assert j.state("daily", "2026-11-22", "a@example.com") is None
     j.append([rec("2026-11-22", state="sending", stories=["s1", "s2"])])
@@ -80,14 +75,13 @@ def test_journal_state_and_sent_ids(tmp_path):
     # Another process's appends are picked up incrementally.
     Store(tmp_path / "store").journal.append([rec("2026-11-23", stories=["s3"])])
     assert j.sent_story_ids("a@example.com") == {"s1", "s2", "s3"}
-    assert j.latest("daily", "a@example.com")["edition"] == "2026-11-23"
+    assert j.state("daily", "2026-11-23", "a@example.com")["state"] == "sent"
     assert len(list(j.records())) == 4
     with pytest.raises(StoreError):
         j.append([{"digest": "daily"}])
 
 
-def test_journal_torn_last_line(tmp_path):
-    store = Store(tmp_path / "store")
+def test_journal_torn_last_line(store, tmp_path):
     path = tmp_path / "store" / "deliveries.jsonl"
     store.journal.append([rec("e1"), rec("e2")])
     with open(path, "ab") as f:  # what a kill mid-append leaves
@@ -102,8 +96,7 @@ def test_journal_torn_last_line(tmp_path):
     assert fresh.journal.sent_story_ids("a@example.com") == {"s1", "s9"}
 
 
-def test_journal_corrupt_middle_line_names_it(tmp_path):
-    store = Store(tmp_path / "store")
+def test_journal_corrupt_middle_line_names_it(store, tmp_path):
     store.journal.append([rec("e1")])
     path = tmp_path / "store" / "deliveries.jsonl"
     with open(path, "ab") as f:
@@ -113,8 +106,7 @@ def test_journal_corrupt_middle_line_names_it(tmp_path):
         Store(tmp_path / "store").journal.state("daily", "e2", "a@example.com")
 
 
-def test_journal_disk_full_leaves_no_partial_batch(tmp_path, monkeypatch):
-    store = Store(tmp_path / "store")
+def test_journal_disk_full_leaves_no_partial_batch(store, tmp_path, monkeypatch):
     path = tmp_path / "store" / "deliveries.jsonl"
     store.journal.append([rec("e1")])
     before = path.read_bytes()

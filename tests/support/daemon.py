@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+
 from tests.support.smtp_server import free_port as free_port  # re-exported for the daemon tests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def add_subscribers(config_path: Path, people: list[tuple[str, str]]) -> None:
     from digest.store import Store
 
     store = Store(load_config(config_path).store.path)
-    store.upsert_subscribers([Subscriber(email=e, timezone=tz, status="active", secret="s" * 16)
+    store.upsert_subscribers([Subscriber(email=e, timezone=tz, status="active")
                               for e, tz in people])
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
+
 from tests.support.smtp_server import Faults, SMTPServer, _Handler
 
 STAGES = ("greeting", "ehlo", "mail", "rcpt", "data")

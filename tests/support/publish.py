@@ -12,7 +12,6 @@ from digest.models import FAQ, Block, Story, parse_iso
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO / "seeds"
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "publish"
 SCHEMA = Path(__file__).resolve().parents[1] / "data" / "jsonfeed-1.1.schema.json"
 NOW = parse_iso("2026-11-22T12:00:00Z")
 HOSTILE = "<script>alert(1)</script> & ]]> \x0b end"
@@ -73,5 +72,5 @@ def mtimes(root: Path) -> dict[str, int]:
     return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-__all__ = ["HOSTILE", "NOW", "GOLDEN", "make_config", "mtimes", "replace", "seed_stories", "story",
+__all__ = ["HOSTILE", "NOW", "make_config", "mtimes", "replace", "seed_stories", "story",
            "store_with", "jsonfeed_validator"]

@@ -1,5 +1,5 @@
 """Helpers for the email digest tests: a temp project with seeds ingested, config overrides,
-parsed Maildir / SMTP messages. Imported explicitly (`from conftest_send import ...`)."""
+parsed Maildir / SMTP messages. Imported as `from tests.support.send import ...`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def add_subscribers(config: Config, *subs: Subscriber) -> None:
 def sub(email_: str, langs: list[str] | None = None, tags: list[str] | None = None,
         tz: str = "UTC") -> Subscriber:
     return Subscriber(email=email_, languages=langs or ["en", "zh"], tags=tags or [],
-                      timezone=tz, status="active", secret="s")
+                      timezone=tz, status="active")
 
 
 def three_subscribers() -> list[Subscriber]:

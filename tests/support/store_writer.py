@@ -13,10 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support.store import make_story  # noqa: E402
-
 from digest.models import Subscriber  # noqa: E402
 from digest.store import Store  # noqa: E402
+from tests.support.store import make_story  # noqa: E402
 
 
 def batch(prefix: str, i: int) -> list:

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.support.smtp_server import free_port as free_port  # re-exported for the web tests
-
 from digest.config import Config, load_config
 from digest.web import WebState, serve_async
+from tests.support.smtp_server import free_port as free_port  # re-exported for the web tests
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"

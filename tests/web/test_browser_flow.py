@@ -3,21 +3,24 @@ preferences → unsubscribe, against a real server socket and a real aiosmtpd on
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from tests.support.web import Sink, free_port, link_in, publish_seeds, running, set_secret, write_config
 
 from digest.store import Store
+from tests.support.web import (
+    Sink,
+    free_port,
+    link_in,
+    publish_seeds,
+    running,
+    set_secret,
+    write_config,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin/chromium"),
-]
+pytestmark = pytest.mark.browser  # tests/conftest.py: external; a missing Chromium fails `make test`
 
 
 @pytest.fixture

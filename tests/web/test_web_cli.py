@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.support.web import free_port, publish_seeds, write_config
+
+pytestmark = pytest.mark.daemon
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen) -> None:
@@ -58,3 +66,30 @@ def test_port_in_use_is_a_user_error(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
     assert "hint:" in run.stderr and "[web]" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_serve_logs_its_address(empty_config, tmp_path: Path) -> None:
+    port = free_port()
+    text = (tmp_path / "config.toml").read_text(encoding="utf-8").replace(
+        "port = 8000", f"port = {port}")
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_LOG_LEVEL"}
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(empty_config.path),
+                             "serve"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait until it accepts connections (a liveness bound, not a speed check), stop it,
+        # then read everything it logged.
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    lines = err.splitlines()
+    assert any(f"http://127.0.0.1:{port}/" in line and " INFO digest.web: " in line
+               for line in lines), lines
+    assert proc.returncode == 0

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.web import feed_paths, fixture_site, free_port, publish_seeds, running, write_config
 
 from digest import web
+from tests.support.web import (
+    feed_paths,
+    fixture_site,
+    free_port,
+    publish_seeds,
+    running,
+    write_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -239,9 +246,8 @@ def test_index_has_the_subscribe_form(published):
 
 
 def test_republish_keeps_the_etag(published):
-    from tests.support.web import NOW
-
     from digest.pipeline import publish
+    from tests.support.web import NOW
 
     client, config = published
     before = client.get("/feeds/all/rss.xml")

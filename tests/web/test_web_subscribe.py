@@ -6,27 +6,26 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from tests.support.web import NOW, Sink, free_port, link_in, running, set_secret, write_config
 
 from digest import web
 from digest.mail import tokens
 from digest.models import Subscriber
 from digest.store import Store
+from tests.support.web import NOW, free_port, link_in, running, set_secret, write_config
 
 SECRET = b"test-secret-0123456789abcdef"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, sink):
     """A running server with its own store and mail sink; fresh per test (subscriber state)."""
     set_secret(monkeypatch, SECRET.decode())
-    with Sink() as sink:
-        config = write_config(tmp_path, free_port(), smtp_port=sink.port)
-        config.feeds.output.mkdir(parents=True)
-        (config.feeds.output / "index.html").write_text("<h1>index</h1>")
-        state = web.WebState(config, per_ip=web.RateLimiter(burst=3, refill=3600))
-        with running(config, state) as server, httpx.Client(base_url=server.url, timeout=20) as client:
-            yield config, client, sink, Store(config.store.path), state
+    config = write_config(tmp_path, free_port(), smtp_port=sink.port)
+    config.feeds.output.mkdir(parents=True)
+    (config.feeds.output / "index.html").write_text("<h1>index</h1>")
+    state = web.WebState(config, per_ip=web.RateLimiter(burst=3, refill=3600))
+    with running(config, state) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+        yield config, client, sink, Store(config.store.path), state
 
 
 def post_subscribe(client: httpx.Client, email: str, *, langs=("en", "zh"), tags="", tz="Asia/Shanghai",
@@ -204,15 +203,21 @@ def test_preferences_post_needs_csrf(env):
     ({"email": "not-an-address"}, "email address"),
     ({"email": "a@example.com\r\nBcc: x@example.com"}, "email address"),
     ({"languages": []}, "at least one language"),
-    ({"tz": "Mars/Olympus"}, "Unknown time zone"),
-    ({"tz": "../../etc/passwd"}, "Unknown time zone"),
+    ({"languages": ["en", "fr"]}, "unknown language"),
+    # the same words as `digest subscribers add` (digest.subscribers), not the web's own
+    ({"tz": "Mars/Olympus"}, "unknown time zone"),
+    ({"tz": "../../etc/passwd"}, "unknown time zone"),
+    ({"tz": "America"}, "unknown time zone"),
+    ({"tags": "x" * 65}, "longer than 64"),
+    ({"tags": ",".join(f"t{i}" for i in range(31))}, "at most 30"),
 ])
 def test_bad_input_re_shows_the_form(env, fields, problem):
     _, client, sink, store = env[:4]
     args = {"email": "ok@example.com", **fields}
     email = args.pop("email")
     r = post_subscribe(client, email, **{k: v for k, v in (("langs", args.get("languages", ("en",))),
-                                                            ("tz", args.get("tz", "UTC")))})
+                                                            ("tz", args.get("tz", "UTC")),
+                                                            ("tags", args.get("tags", "")))})
     assert r.status_code == 400
     assert problem in r.text and 'id="subscribe-form"' in r.text
     assert store.list_subscribers() == []
@@ -291,9 +296,8 @@ def test_csrf_token_checks():
 
 
 def test_unsubscribed_address_gets_no_further_digest(env):
-    from tests.support.web import NOW, SEEDS
-
     from digest.pipeline import ingest_paths, send_digest
+    from tests.support.web import NOW, SEEDS
 
     config, client, sink, store = env[:4]
     ingest_paths(config, [SEEDS], as_of=NOW, echo=lambda *a, **k: None)

@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support import kill_harness as kh
 import pytest
-from tests.support.daemon import DaemonProc, free_port
-from tests.support.store import make_story
 
 from digest.ingest import parse_stories
 from digest.models import parse_iso
 from digest.store import Store
+from tests.support import kill_harness as kh
+from tests.support.daemon import DaemonProc, free_port
+from tests.support.store import make_story
+
+pytestmark = pytest.mark.daemon
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = {"DIGEST_SECRET": "concurrency-secret"}
@@ -126,9 +128,8 @@ def test_cli_and_daemon_write_the_store_at_once_many(tmp_path: Path, round_: int
 
 def test_two_cli_sends_at_once_send_each_digest_once(tmp_path: Path) -> None:
     """Two `digest send` processes racing: one sends, the other is refused with a hint."""
-    from tests.support.faults import FaultServer, More
-
     from digest.models import Subscriber
+    from tests.support.faults import FaultServer, More
 
     with FaultServer(more=More(data_delay=0.02)) as srv:
         text = (REPO / "config.toml").read_text(encoding="utf-8")
@@ -141,7 +142,7 @@ def test_two_cli_sends_at_once_send_each_digest_once(tmp_path: Path) -> None:
         assert kh.run(kh.digest_cmd(cfg, "ingest", "--as-of", "2026-11-22T06:00:00Z")).returncode == 0
         people = sorted(f"r{i:02d}@example.com" for i in range(20))
         Store(tmp_path / "store").upsert_subscribers(
-            [Subscriber(email=e, status="active", secret="s") for e in people])
+            [Subscriber(email=e, status="active") for e in people])
         cmd = kh.digest_cmd(cfg, "send", "--now", "2026-11-22T08:00:00Z")
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=kh.env(**SECRET)) for _ in range(2)]

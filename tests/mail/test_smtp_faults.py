@@ -10,21 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.send import NOW, SECRET, add_subscribers, make_project, sub
-from tests.support.faults import FaultServer, More
-from tests.support.smtp_server import Faults
 
 from digest.mail.transports import SmtpTransport
 from digest.pipeline.sending import send_digest
 from digest.store import Store
+from tests.support.faults import FaultServer, More
+from tests.support.send import NOW, SECRET, add_subscribers, make_project, sub
+from tests.support.smtp_server import Faults
 
 PEOPLE = [sub(f"r{i}@example.com", ["en"] if i % 2 else ["zh"]) for i in range(4)]
 EMAILS = sorted(p.email for p in PEOPLE)
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+pytestmark = pytest.mark.usefixtures("secret")  # DIGEST_SECRET = SECRET in every test
 
 
 def _project(tmp_path: Path, srv: FaultServer, **smtp: object):

@@ -120,3 +120,16 @@ def test_expected_outcomes(results) -> None:
     assert "NUL" in results["utf16.txt"] or "UTF-8" in results["utf16.txt"]
     assert "UTF-8" in results["gb18030.txt"]
     assert results["bom-crlf.txt"] == "stored" or "duplicate" in results["bom-crlf.txt"]
+
+
+def test_symlink_in_inbox_is_not_followed(empty_config, tmp_path: Path) -> None:
+    """A symlink dropped into an inbox must not publish the file it points at."""
+    secret = tmp_path / "private.txt"
+    secret.write_text("root:x:0:0:secret\n", encoding="utf-8")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "006_5555666677778888.txt").symlink_to(secret)
+    report = ingest_paths(empty_config, [inbox], as_of=AS_OF, echo=lambda _line: None)
+    assert report.added == []
+    assert any("symlink" in r for r in report.rejected)
+    assert Store(empty_config.store.path).get_story("5555666677778888") is None

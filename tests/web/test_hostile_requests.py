@@ -9,7 +9,6 @@ import concurrent.futures
 
 import httpx
 import pytest
-from tests.support.web import Sink, free_port, running, set_secret, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from digest import web
 from digest.mail import tokens
 from digest.models import Subscriber
 from digest.store import Store
+from tests.support.web import free_port, running, set_secret, write_config
 
 SECRET = "hardening-web-secret-0123456789"
 ROUTES = ["/", "/subscribe", "/confirm", "/preferences", "/unsubscribe", "/csrf", "/index.html",
@@ -27,17 +27,16 @@ JUNK = ["<script>alert(1)</script>", "'; DROP TABLE x;--", "\x00", "%00", "%ff%f
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
+def site(tmp_path, monkeypatch, sink):
     set_secret(monkeypatch, SECRET)
-    with Sink() as sink:
-        config = write_config(tmp_path, free_port(), smtp_port=sink.port)
-        config.feeds.output.mkdir(parents=True)
-        (config.feeds.output / "index.html").write_text("<h1>index</h1>")
-        store = Store(config.store.path)
-        store.add_subscriber(Subscriber(email="keep@example.com", status="active", secret="s"))
-        state = web.WebState(config, per_ip=web.RateLimiter(burst=1000, refill=1))
-        with running(config, state) as server:
-            yield config, server, sink, store
+    config = write_config(tmp_path, free_port(), smtp_port=sink.port)
+    config.feeds.output.mkdir(parents=True)
+    (config.feeds.output / "index.html").write_text("<h1>index</h1>")
+    store = Store(config.store.path)
+    store.add_subscriber(Subscriber(email="keep@example.com", status="active"))
+    state = web.WebState(config, per_ip=web.RateLimiter(burst=1000, refill=1))
+    with running(config, state) as server:
+        yield config, server, sink, store
 
 
 def rows(store: Store) -> list[dict]:

@@ -15,14 +15,14 @@ from pathlib import Path
 import feedparser
 import html5lib
 import pytest
-from tests.support.publish import jsonfeed_validator, make_config, seed_stories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from digest.models import FAQ, Block, Story
-from digest.pipeline.publishing import build_files
 from digest.mail.render import InvalidAddress, Renderer, message_id, normalize_email
+from digest.models import FAQ, Block, Story
+from digest.publish.plan import build_files
+from tests.support.publish import jsonfeed_validator, make_config, seed_stories
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 MARK = "zq"  # every hostile fragment carries this, so we can tell story text from templates
@@ -224,13 +224,12 @@ def test_hostile_story_end_to_end_through_ingest_publish_and_maildir(tmp_path: P
     """One fixed hostile story as a structured file: ingest → publish → send (Maildir)."""
     import shutil
 
-    from tests.support.send import REPO
-
     from digest.config import load_config
     from digest.models import Subscriber
     from digest.pipeline import ingest_paths, publish
     from digest.pipeline.sending import send_digest
     from digest.store import Store
+    from tests.support.send import REPO
 
     monkeypatch.setenv("DIGEST_SECRET", "s")
     shutil.copy(REPO / "config.toml", tmp_path / "config.toml")
@@ -252,8 +251,7 @@ def test_hostile_story_end_to_end_through_ingest_publish_and_maildir(tmp_path: P
             assert_html_inert(p.read_bytes(), str(p))
         elif p.is_file() and p.suffix == ".xml":
             assert feedparser.parse(p.read_bytes()).bozo == 0, p
-    Store(config.store.path).add_subscriber(Subscriber(email="a@example.com", status="active",
-                                                       secret="s"))
+    Store(config.store.path).add_subscriber(Subscriber(email="a@example.com", status="active"))
     assert send_digest(config, now=NOW).sent == ["a@example.com"]
     (msg_file,) = (config.smtp.maildir / "new").iterdir()
     msg = email.message_from_bytes(msg_file.read_bytes(), policy=email.policy.default)

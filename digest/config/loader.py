@@ -1,0 +1,349 @@
+"""Read and validate config.toml into Config (the only tomllib user). tomllib keeps no line
+numbers, so every error names file, line and key by finding the key in the source text."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import string
+import tomllib
+from email.utils import parseaddr
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from digest.config.settings import (
+    ARRAY_SECTIONS,
+    BY_SECTION,
+    FREE_SECTIONS,
+    SECTION_CLASSES,
+    Config,
+    DigestConfig,
+    FeedsConfig,
+    IngestConfig,
+    RankConfig,
+    ScheduleConfig,
+    Setting,
+    SiteConfig,
+    SmtpConfig,
+    StoreConfig,
+    WebConfig,
+)
+from digest.errors import ConfigError
+from digest.scheduler import cron
+
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def default_config_text() -> str:
+    """The commented default config.toml shipped inside the package."""
+    return resources.files("digest").joinpath("default_config.toml").read_text(encoding="utf-8")
+
+
+# --- locating keys in the source (tomllib keeps no line numbers) -------------------------
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_RE = re.compile(r"""^\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*[=.]""")
+
+
+class _Locator:
+    """Finds the line of `[section].key` (or the Nth `[[section]]`) in the source text."""
+
+    def __init__(self, text: str) -> None:
+        self.headers: dict[tuple[str, int], int] = {}
+        self.keys: dict[tuple[str, int, str], int] = {}
+        section, index, counts = "", 0, {}
+        for no, line in enumerate(text.splitlines(), start=1):
+            m = _HEADER_RE.match(line)
+            if m:
+                section = m.group(2).strip().strip('"')
+                if m.group(1) == "[[":
+                    index = counts[section] = counts.get(section, 0) + 1
+                else:
+                    index = 0
+                self.headers.setdefault((section, index), no)
+                continue
+            k = _KEY_RE.match(line)
+            if k:
+                key = next(g for g in k.groups() if g is not None)
+                self.keys.setdefault((section, index, key), no)
+                # `smtp.host = ...` at top level (dotted key) also names a section
+                if not section and line.strip().startswith(f"{key}."):
+                    self.headers.setdefault((key, 0), no)
+
+    def line(self, section: str, index: int = 0, key: str | None = None) -> int:
+        if key is not None and (section, index, key) in self.keys:
+            return self.keys[(section, index, key)]
+        if (section, index) in self.headers:
+            return self.headers[(section, index)]
+        if ("", 0, section) in self.keys:  # `site = {...}` inline table at top level
+            return self.keys[("", 0, section)]
+        return 1
+
+
+# --- validation ------------------------------------------------------------------------
+
+_KIND_NAMES = {
+    "str": "a string", "int": "an integer", "float": "a number", "path": "a path string",
+    "paths": "a list of path strings", "cron": "a cron string", "tz": "a time zone name", "url": "a URL string",
+    "enum": "a string", "env": "an environment variable name", "email": "a string",
+    "subject": "a string",
+}
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
+    """Check one value against its setting; return (converted value, problem or None)."""
+    bad = (v, f"expected {_KIND_NAMES[s.kind]}, got {_type_name(v)} {v!r}")
+    if s.kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            return bad
+    elif s.kind == "float":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return bad
+        try:
+            v = float(v)
+        except OverflowError:  # a TOML integer with hundreds of digits
+            return v, "is too large"
+        if not math.isfinite(v):
+            return v, f"must be a finite number, got {v}"
+    elif s.kind == "paths":
+        if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
+            return bad
+        if any(_has_control(p) for p in v):
+            return v, "a path holds a control character (NUL, newline, …)"
+    elif not isinstance(v, str):
+        return bad
+    problem: str | None = None
+    if s.kind == "path" and not v.strip():
+        problem = "must not be empty"
+    elif s.kind == "path" and _has_control(v):
+        # The OS refuses NUL in a path (ValueError deep in pathlib); say so at the key.
+        problem = "holds a control character (NUL, newline, …)"
+    elif s.kind == "enum" and v not in s.choices:
+        problem = f"{v!r} is not one of {', '.join(s.choices)}"
+    elif s.kind == "cron":
+        problem = cron.validate_cron(v)
+        if problem:
+            problem = f"bad cron expression: {problem}"
+    elif s.kind == "tz":
+        try:
+            cron.zone(v)
+        except ValueError as e:
+            problem = str(e)
+    elif s.kind == "url":
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.netloc or any(c in v for c in " \r\n\t"):
+            problem = f"{v!r} is not an absolute http(s) URL"
+        elif u.query or u.fragment:
+            problem = f"{v!r} must not have a query or fragment"
+        elif not v.endswith("/"):
+            v += "/"  # feeds and pages are joined onto it: a missing slash would drop a path part
+    elif s.kind == "env" and not _ENV_RE.match(v):
+        problem = f"{v!r} is not an environment variable name"
+    elif s.kind == "email":
+        _name, addr = parseaddr(v)
+        if "@" not in addr or any(c in v for c in "\r\n"):
+            problem = f"{v!r} is not an address like 'Name <user@example.org>'"
+    elif s.kind == "subject":
+        if any(c in v for c in "\r\n"):
+            problem = "must be one line"
+        else:
+            problem = _subject_problem(v)
+    if problem is None and s.check is not None:
+        problem = s.check(v)
+    return v, problem
+
+
+def _subject_problem(v: str) -> str | None:
+    """Only a bare `{date}` (and literal `{{`/`}}`): `{date.year}` or `{0}` would raise at
+    send time, hours later, so they are refused here."""
+    try:
+        fields = [(f, spec, conv) for _lit, f, spec, conv in string.Formatter().parse(v)
+                  if f is not None]
+    except ValueError as e:
+        return f"bad placeholder ({e}); write {{{{ or }}}} for a literal brace"
+    for f, spec, conv in fields:
+        if f != "date" or spec or conv:
+            shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            return f"bad placeholder {shown}; only {{date}} is available"
+    return None
+
+
+def _hint(s: Setting) -> str:
+    extra = {
+        "cron": ' — a cron expression, 5 fields: minute hour day-of-month month day-of-week, e.g. "0 7 * * 1-5"',
+        "enum": f" — one of: {', '.join(s.choices)}",
+        "url": ' — e.g. "https://news.example.org/"',
+        "tz": ' — an IANA name such as "UTC", "Europe/Berlin" or "Asia/Shanghai"',
+    }.get(s.kind, "")
+    return f"{s.key}: {s.help}{extra}"
+
+
+class _Validator:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.loc = _Locator(text)
+
+    def fail(self, section: str, index: int, key: str | None, problem: str, hint: str) -> ConfigError:
+        where = f"[{section}.{index}]" if index else f"[{section}]"
+        name = f"{where}.{key}" if key is not None else where
+        line = self.loc.line(section, index, key)
+        return ConfigError(f"{self.path}:{line}: {name}: {problem}", hint)
+
+    def table(self, section: str, index: int, data: Any) -> dict[str, Any]:
+        settings = BY_SECTION[section]
+        if not isinstance(data, dict):
+            raise self.fail(section, index, None, f"expected a table, got {_type_name(data)}",
+                            f"write it as a [{section}] table")
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            s = settings.get(key)
+            if s is None:
+                close = difflib.get_close_matches(key, settings, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise self.fail(section, index, key, "unknown key",
+                                f"{hint}known keys: {', '.join(settings)}")
+            conv, problem = _convert(s, value)
+            if problem:
+                raise self.fail(section, index, key, problem, _hint(s))
+            out[key] = conv
+        return out
+
+
+def _resolve(root: Path, p: str | Path) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else root / p
+
+
+def load_config(path: Path) -> Config:
+    """Read config.toml; raise ConfigError naming file, line and key on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found", 'run "digest init" to write the commented default')
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}", "check the file's permissions and encoding") from e
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate config text (pure apart from reading secrets' presence from the environment)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        line = m.group(1) if m else "1"
+        reason = re.sub(r"\s*\(at line.*\)$", "", str(e))
+        raise ConfigError(f"{path}:{line}: TOML syntax: {reason}", "fix the TOML syntax at that line") from e
+    v = _Validator(path, text)
+    known = set(SECTION_CLASSES) | set(FREE_SECTIONS)
+    for section in data:
+        if section not in known:
+            close = difflib.get_close_matches(section, known, n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise v.fail(section, 0, None, "unknown section",
+                         f"{hint}known sections: {', '.join(sorted(known))}")
+    root = path.resolve().parent
+    sec: dict[str, dict[str, Any]] = {}
+    for section in SECTION_CLASSES:
+        if section not in ARRAY_SECTIONS:
+            sec[section] = v.table(section, 0, data.get(section, {}))
+
+    def paths_of(section: str, key: str, default: Any) -> Any:
+        return sec[section].pop(key, default)
+
+    store = StoreConfig(path=_resolve(root, paths_of("store", "path", "store")))
+    ingest = IngestConfig(paths=tuple(_resolve(root, p) for p in paths_of("ingest", "paths", ["seeds"])))
+    feeds = FeedsConfig(output=_resolve(root, paths_of("feeds", "output", "public")), **sec["feeds"])
+    smtp = SmtpConfig(maildir=_resolve(root, paths_of("smtp", "maildir", "maildir")), **sec["smtp"])
+    _check_secrets(v, smtp, data.get("smtp", {}))
+    _check_overlap(v, path, store.path, feeds.output, smtp.maildir)
+
+    tags = data.get("tags", {})
+    if not isinstance(tags, dict):
+        raise v.fail("tags", 0, None, f"expected a table, got {_type_name(tags)}",
+                     'write it as [tags] with lines like "安全" = "security"')
+    slug_of: dict[str, str] = {}
+    for tag, slug in tags.items():
+        if not isinstance(slug, str) or not _SLUG_RE.match(slug):
+            raise v.fail("tags", 0, tag, f"{slug!r} is not an ASCII slug",
+                         "use lowercase ASCII letters, digits and single hyphens, e.g. \"security\"")
+        if slug in slug_of:
+            # Two tags on one slug would write two feeds to one path, the second silently
+            # replacing the first.
+            raise v.fail("tags", 0, tag, f"slug {slug!r} is already used by {slug_of[slug]!r}",
+                         "give every tag its own slug (or drop one of the two lines)")
+        slug_of[slug] = tag
+
+    raw_digests = data.get("digests")
+    if raw_digests is None:
+        digests: tuple[DigestConfig, ...] = (DigestConfig(),)
+    else:
+        if not isinstance(raw_digests, list) or not raw_digests:
+            raise v.fail("digests", 0, None, "expected one or more [[digests]] tables",
+                         "write each digest as a [[digests]] table with name, cron, max_stories, subject")
+        items, seen = [], set()
+        for i, raw in enumerate(raw_digests, start=1):
+            d = DigestConfig(**v.table("digests", i, raw))
+            if d.name in seen:
+                raise v.fail("digests", i, "name", f"duplicate digest name {d.name!r}",
+                             "give every [[digests]] table its own name")
+            seen.add(d.name)
+            items.append(d)
+        digests = tuple(items)
+
+    rank = RankConfig(**sec["rank"])
+    if rank.hot + rank.quality + rank.impact <= 0:
+        key = next((k for k in ("hot", "quality", "impact") if k in data.get("rank", {})), None)
+        raise v.fail("rank", 0, key, "the weights hot, quality and impact sum to 0",
+                     "give at least one weight a positive value, e.g. hot = 0.4")
+    return Config(
+        path=path, site=SiteConfig(**sec["site"]), store=store, ingest=ingest, feeds=feeds,
+        rank=rank, tags=dict(tags), smtp=smtp, web=WebConfig(**sec["web"]),
+        schedule=ScheduleConfig(**sec["schedule"]), digests=digests,
+    )
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def _check_overlap(v: _Validator, config_path: Path, store: Path, output: Path, maildir: Path) -> None:
+    """The output dir is served to the world: it must not hold the store (the link-signing
+    secret, subscriber addresses), the Maildir (mail with live links) or config.toml."""
+    for name, private in (("[store].path", store), ("[smtp].maildir", maildir)):
+        if _inside(private, output) or _inside(output, private):
+            raise v.fail("feeds", 0, "output",
+                         f"{output} overlaps {name} ({private}); everything under it is served",
+                         f"give [feeds].output and {name} separate directories, e.g. output = \"public\"")
+    if _inside(config_path, output):
+        raise v.fail("feeds", 0, "output", f"{output} holds {config_path.name}, which would be served",
+                     'publish into a subdirectory, e.g. output = "public"')
+
+
+def _check_secrets(v: _Validator, smtp: SmtpConfig, raw: dict[str, Any]) -> None:
+    """A login without its password fails now, not at the first send hours later."""
+    if (smtp.transport == "smtp" and smtp.username and smtp.security == "none"
+            and smtp.host not in ("127.0.0.1", "::1", "localhost")):
+        raise v.fail("smtp", 0, "security",
+                     f'"none" would send the password for {smtp.username!r} in clear text to {smtp.host}',
+                     'use security = "starttls" (port 587) or "tls" (port 465); plain AUTH is allowed only on loopback')
+    if smtp.transport == "smtp" and smtp.username and not smtp.password():
+        key = "password_env" if "password_env" in raw else "username"
+        raise v.fail("smtp", 0, key,
+                     f"environment variable {smtp.password_env} is not set (needed for username)",
+                     f"export {smtp.password_env}=... before starting digest, or clear [smtp].username")

@@ -1,0 +1,85 @@
+"""The store interface every backend implements (a typing.Protocol), and the rules it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from digest.models import Story, Subscriber
+
+JOURNAL_STATES = ("sending", "sent", "failed", "bounced")
+
+
+def email_key(email: str) -> str:
+    """The key a subscriber is stored and looked up under, in every backend."""
+    return email.strip().lower()
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """Delivery records per (digest, edition, email); appends are durable at once, outside
+    any store transaction."""
+
+    def append(self, records: list[dict]) -> None:
+        """Record a batch; each needs string digest, edition, email and a JOURNAL_STATES state."""
+
+    def state(self, digest: str, edition: str, email: str) -> dict | None:
+        """The latest record for the key, or None."""
+
+    def sent_story_ids(self, email: str) -> frozenset[str]:
+        """Ids of every story in a digest marked `sent` to `email`."""
+
+    def records(self) -> Iterator[dict]:
+        """Every record, oldest first."""
+
+
+@runtime_checkable
+class StoreBackend(Protocol):
+    """Stories, subscribers, meta, ingest quarantine and the delivery journal.
+
+    Emails are keyed by `email_key`. Writes outside `transaction()` commit one by one; inside
+    it they commit together at the outermost exit, and an exception discards them all."""
+
+    journal: Journal
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    # stories
+    def upsert_stories(self, stories: Iterable[Story]) -> list[tuple[str, str]]:
+        """(id, "added" | "updated" | "unchanged") per story, in order."""
+
+    def get_story(self, story_id: str) -> Story | None: ...
+
+    def get_stories(self, ids: Iterable[str]) -> list[Story]: ...
+
+    def list_stories(self) -> list[Story]:
+        """Every story by id, bodies left empty (the index only)."""
+
+    def story_count(self) -> int: ...
+
+    def story_hash(self, story_id: str) -> str | None: ...
+
+    # subscribers
+    def add_subscriber(self, sub: Subscriber) -> Subscriber: ...
+
+    def upsert_subscribers(self, subs: Iterable[Subscriber]) -> tuple[int, int]: ...
+
+    def get_subscriber(self, email: str) -> Subscriber | None: ...
+
+    def list_subscribers(self, status: str | None = None) -> list[Subscriber]: ...
+
+    def update_subscriber(self, email: str, **changes: Any) -> Subscriber: ...
+
+    def remove_subscriber(self, email: str) -> bool: ...
+
+    # meta (schema version, site secret, ...) and the ingest quarantine
+    def meta_get(self, key: str, default: Any = None) -> Any: ...
+
+    def meta_set(self, key: str, value: Any) -> None: ...
+
+    def quarantine_get(self, path: str) -> dict | None: ...
+
+    def quarantine_put(self, path: str, fingerprint: str, reason: str) -> None: ...
+
+    def quarantine_clear(self, path: str) -> None: ...
