@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 from digest.models import Story, Subscriber
 
 JOURNAL_STATES = ("sending", "sent", "failed", "bounced")
+CLAIM_LEASE_SECONDS = 120.0  # a dead sender's claim is free again after this at the latest
+PENDING_TTL_DAYS = 7  # default [subscribers] pending_days
 
 
 def email_key(email: str) -> str:
@@ -31,7 +33,18 @@ class Journal(Protocol):
         """Ids of every story in a digest marked `sent` to `email`."""
 
     def records(self) -> Iterator[dict]:
-        """Every record, oldest first."""
+        """Every record, oldest first (history included: archive segments, the log table)."""
+
+    def claim(self, records: list[dict], lease_seconds: float = CLAIM_LEASE_SECONDS) -> list[dict]:
+        """Record each `sending` record whose (digest, edition, email) is free and return the
+        ones claimed, in order; the rest belong to another sender. Free: no record yet; the
+        latest is `failed` and not `permanent`; or it is `sending` and its claim lapsed (the
+        lease ran out, or on PostgreSQL the claiming session ended). Exactly once across
+        processes and nodes rests on this call."""
+
+    def import_records(self, records: Iterable[dict]) -> int:
+        """Add history from another store (`digest store copy`): records already present
+        (same digest, edition, email, state and `at`) are skipped; returns how many were new."""
 
 
 @runtime_checkable
@@ -42,8 +55,23 @@ class StoreBackend(Protocol):
     it they commit together at the outermost exit, and an exception discards them all."""
 
     journal: Journal
+    kind: str  # "embedded" | "postgresql": for reports and `digest status`
 
     def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def close(self) -> None:
+        """Release connections and file handles."""
+
+    # coordination between processes and nodes
+    def send_lock(self, digest: str) -> AbstractContextManager[None]:
+        """Held around one `send` of `digest`. Embedded: one sender per digest (a file lock;
+        a second raises DeliveryError). PostgreSQL: no exclusion — senders share the work
+        through `journal.claim`."""
+
+    def leader(self, job: str) -> AbstractContextManager[bool]:
+        """Yields True when this process should run the leader-only `job` (scheduled ingest
+        and publish) now: always on the embedded store, on PostgreSQL for the one holder of an
+        advisory lock, released on exit."""
 
     # stories
     def upsert_stories(self, stories: Iterable[Story]) -> list[tuple[str, str]]:
@@ -68,6 +96,13 @@ class StoreBackend(Protocol):
     def get_subscriber(self, email: str) -> Subscriber | None: ...
 
     def list_subscribers(self, status: str | None = None) -> list[Subscriber]: ...
+
+    def iter_subscribers(self, status: str | None = None) -> Iterator[Subscriber]:
+        """The same rows, streamed in email order (a server-side cursor on PostgreSQL), so a
+        send to a million subscribers never holds the whole list."""
+
+    def expire_pending(self, older_than: Any) -> int:
+        """Drop `pending` subscribers created before `older_than` (a datetime); returns how many."""
 
     def update_subscriber(self, email: str, **changes: Any) -> Subscriber: ...
 
