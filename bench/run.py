@@ -39,6 +39,12 @@ TARGETS = {  # figure: (comparison, bound, unit) from issue 7
     "send_vs_smtp_source": (">=", 0.20, "×"),
     "send_vs_naive": (">=", 8.0, "×"),
     "peak_rss_mb": ("<=", 500, "MB"),
+    # issue 18: whole commands (`python -m digest ...`, interpreter start included) against
+    # `digest check` on the same store, in the same run
+    "cmd_ingest_files_per_s": (">=", 1000, "files/s"),
+    "cmd_ingest_one_vs_check": ("<=", 1.5, "×"),
+    "cmd_republish_vs_check": ("<=", 1.5, "×"),
+    "cmd_publish_one_vs_check": ("<=", 2.0, "×"),
 }
 
 
@@ -82,6 +88,25 @@ def run_exe(cmd: list[str], env: dict[str, str]) -> dict:
     if p.returncode:
         out["error"] = f"exit {p.returncode}: {p.stderr.read().decode(errors='replace')[-300:]}"
     p.stderr.close()
+    return out
+
+
+def command(wd: Path, *args: str) -> dict:
+    """`python -m digest ARGS` in the work dir, as an operator runs it: wall time (interpreter
+    start, imports and config included) and max RSS."""
+    env = dict(os.environ)
+    env.setdefault("DIGEST_SECRET", "bench-secret-not-for-production")
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "digest", *args], cwd=wd, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.stderr.close()
+    out = {"seconds": wall, "maxrss_mb": ru.ru_maxrss / 1024}
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        out["error"] = f"digest {' '.join(args)}: exit {code}: {err.decode(errors='replace')[-300:]}"
     return out
 
 
@@ -298,6 +323,47 @@ def phase_publish(b: Bench, store: Path, extra: list[Path]) -> None:
         shutil.rmtree(wd2, ignore_errors=True)
 
 
+def phase_commands(b: Bench, n: int, cards: Path, store: Path, extra: list[Path]) -> None:
+    """Issue 18: what an operator waits for. Each run: `digest ingest` of the N cards into an
+    empty store; then, on a copy of the N-story store published and settled, `digest check`
+    (the baseline), `digest publish` with nothing new, `digest check`, `digest ingest` of one
+    card, `digest publish`, `digest check`. Ratios are to the median of that run's 3 checks."""
+    pub: Path | None = None
+    for k in range(b.a.runs):
+        wd = fresh(f"cmd-ingest-{k}")
+        r = command(wd, "ingest", str(cards))
+        b.rss.setdefault("cmd_ingest", []).append(r["maxrss_mb"])
+        b.add("cmd_ingest_files_per_s", None if "error" in r else n / r["seconds"])
+        if "error" in r:
+            b.errors["cmd_ingest"] = r["error"]
+        shutil.rmtree(wd, ignore_errors=True)
+        wd = fresh(f"cmd-{k}", store=store, public=pub)
+        if not settle(b, wd, "cmd"):  # the first run's is a full publish
+            break
+        if pub is None:
+            pub = keep(wd / "public", "cmd-public")
+            if not settle(b, wd, "cmd"):
+                break
+        got: dict[str, float | None] = {}
+        for name, args in (("check_a", ("check",)), ("republish", ("publish",)),
+                           ("check_b", ("check",)), ("ingest_one", ("ingest", str(extra[0]))),
+                           ("publish_one", ("publish",)), ("check_c", ("check",))):
+            r = command(wd, *args)
+            b.rss.setdefault(f"cmd_{name[:5] if name.startswith('check') else name}",
+                             []).append(r["maxrss_mb"])
+            if "error" in r:
+                b.errors[f"cmd_{name}"] = r["error"]
+            got[name] = None if "error" in r else r["seconds"]
+            print(f"  cmd {name} run {k + 1}: {fmt(got[name])} s", flush=True)
+        checks = [v for key, v in got.items() if key.startswith("check") and v is not None]
+        check = statistics.median(checks) if checks else None
+        b.add("cmd_check_s", check)
+        for name in ("republish", "ingest_one", "publish_one"):
+            b.add(f"cmd_{name}_s", got[name])
+            b.add(f"cmd_{name}_vs_check", ratio(got[name], check))
+        shutil.rmtree(wd, ignore_errors=True)
+
+
 def phase_subscribers(b: Bench, store: Path, csv: Path) -> Path | None:
     tmpl = None
     for k in range(b.a.runs):
@@ -386,6 +452,14 @@ ROWS = [  # (figure, label)
     ("publish_one_vs_full", "  … / full publish"),
     ("naive_feeds_s", "naive feeds: feedgen per feed, no pages (s)"),
     ("naive_feeds_vs_publish", "  … / full publish"),
+    ("cmd_ingest_files_per_s", "`digest ingest` N cards, whole command (files/s)"),
+    ("cmd_check_s", "`digest check` on the N-story store (s; baseline)"),
+    ("cmd_ingest_one_s", "`digest ingest` one more card (s)"),
+    ("cmd_ingest_one_vs_check", "  … / digest check"),
+    ("cmd_republish_s", "`digest publish`, nothing new (s)"),
+    ("cmd_republish_vs_check", "  … / digest check"),
+    ("cmd_publish_one_s", "`digest publish` after one new story (s)"),
+    ("cmd_publish_one_vs_check", "  … / digest check"),
     ("import_s", "import M subscribers CSV (s)"),
     ("message_bytes", "digest message size (bytes, sample mean)"),
     ("send_msgs_per_s", "digests to smtp-sink, end to end (msg/s)"),
@@ -448,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-sample", type=int, default=None,
                     help="subscribers sent by the naive pipeline (default 1000; rate extrapolated)")
     ap.add_argument("--pool", type=int, default=4, help="SMTP concurrency for digests and smtp-source")
-    ap.add_argument("--only", nargs="*", choices=["ingest", "publish", "send"],
+    ap.add_argument("--only", nargs="*", choices=["ingest", "publish", "commands", "send"],
                     help="phases to run (ingest always runs when a later phase needs its store)")
     ap.add_argument("--profile", nargs="*", metavar="STEP",
                     help="cProfile the first run of these steps (e.g. publish_full send_digests) "
@@ -483,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     phases.append(("ingest", ingest))
     if b.want("publish"):
         phases.append(("publish", lambda: state["store"] and phase_publish(b, state["store"], extra)))
+    if b.want("commands"):
+        phases.append(("commands", lambda: state["store"]
+                       and phase_commands(b, a.stories, cards, state["store"], extra)))
     if b.want("send"):
         def send() -> None:
             subs = state["store"] and phase_subscribers(b, state["store"], csv)

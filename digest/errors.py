@@ -35,3 +35,8 @@ class StoreError(DigestError):
 
 class DeliveryError(DigestError):
     """Mail could not be handed to the transport."""
+
+
+class SendBusy(DeliveryError):
+    """Another process is sending this digest right now: the CLI says so (exit 1), while a
+    scheduled run just leaves it to that process (the daemon logs it at INFO, not ERROR)."""

@@ -12,7 +12,7 @@ from typing import Any
 LANGUAGES = ("en", "zh-Hans", "zh-Hant")
 FEED_LANGUAGES = ("en", "zh")
 SCORE_KEYS = ("hot", "quality", "impact")
-SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
 
 def feed_language(code: str) -> str:
@@ -37,7 +37,10 @@ def parse_iso(text: str) -> datetime:
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError as e:  # '9999-12-31T23:00-05:00' or '0001-01-01T00:00+01:00'
+        raise ValueError(f"{text[:40]!r} is outside the years 1-9999 in UTC") from e
 
 
 @dataclass
@@ -170,9 +173,12 @@ class Subscriber:
     status: str = "pending"
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     confirmed: datetime | None = None
+    # The digests they chose (names of [[digests]]); empty = config's defaults (rows written
+    # before the choice existed have none).
+    digests: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "email": self.email,
             "languages": list(self.languages),
             "tags": list(self.tags),
@@ -181,6 +187,9 @@ class Subscriber:
             "created": iso(self.created),
             "confirmed": iso(self.confirmed) if self.confirmed else None,
         }
+        if self.digests:  # absent = the defaults: old rows keep their bytes
+            out["digests"] = list(self.digests)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Subscriber:
@@ -194,4 +203,5 @@ class Subscriber:
             status=d.get("status") or "pending",
             created=parse_iso(d["created"]) if d.get("created") else datetime.now(UTC),
             confirmed=parse_iso(d["confirmed"]) if d.get("confirmed") else None,
+            digests=tuple(str(x) for x in d.get("digests") or () if x),
         )

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from digest.errors import DigestError
 from digest.mail import tokens
-from digest.models import Subscriber
+from digest.models import Subscriber, iso, parse_iso
 from digest.scheduler.cron import zone
 
 LANGUAGES = ("en", "zh")  # what a subscriber reads, in the order digests show them
 MAX_TAGS = 30
 MAX_TAG_CHARS = 64
 MAX_ZONE_CHARS = 64
-GONE = ("unsubscribed", "bounced")  # statuses that receive nothing and that links cannot undo
+TAG_CHOICES = 50  # tags the forms offer as checkboxes, most used first
+# Statuses that receive nothing and that links cannot undo; "complained": the reader marked a
+# digest as spam (an RFC 5965 feedback report), which no link, import or bounce undoes.
+GONE = ("unsubscribed", "bounced", "complained")
 
 # A sane subset of RFC 5321 mailboxes: ASCII only, dot-atom local part, a hostname. No
 # quoting, comments or specials, so email.utils/headerregistry read every match back as the
@@ -33,7 +36,7 @@ GONE = ("unsubscribed", "bounced")  # statuses that receive nothing and that lin
 _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]"
-    r"(?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    r"(?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
 )
 _TAG_SPLIT = re.compile(r"[,，、\n]")  # ASCII and CJK commas, the ideographic comma, lines
 _LANG_SPLIT = re.compile(r"[,\s]+")
@@ -58,7 +61,7 @@ def normalize_email(text: str, where: str = "email", local_ok: bool = False) -> 
     if any(c in addr for c in "\r\n\x00") or any(c in raw for c in "\r\n"):
         raise InvalidAddress(f"{where}: line breaks are not allowed in an email address", hint)
     local, _, domain = addr.partition("@")
-    if (len(addr) > 254 or not _EMAIL.match(addr) or len(local) > 64
+    if (len(addr) > 254 or not _EMAIL.fullmatch(addr) or len(local) > 64
             or ("." not in domain and not local_ok)):
         raise InvalidAddress(f"{where}: {addr[:80]!r} is not a valid email address", hint)
     return addr.lower()
@@ -115,6 +118,26 @@ def parse_tags(values: Sequence[str] | str | None, where: str = "tags") -> list[
     return out
 
 
+def parse_digests(values: Sequence[str] | str | None, known: Sequence[str],
+                  where: str = "digests") -> tuple[str, ...]:
+    """`daily,weekly` or ["daily", "weekly"] → the chosen digest names, in config order.
+
+    Each must be one of `known` (the [[digests]] names). None or nothing chosen means the
+    config's defaults, stored as () so a later change of `default = true` reaches them."""
+    if values is None:
+        return ()
+    names = ", ".join(known)
+    chosen: set[str] = set()
+    for v in (x.strip() for x in _values(values, _TAG_SPLIT)):
+        if not v:
+            continue
+        if v not in known:
+            raise DigestError(f"{where}: unknown digest {v[:40]!r}",
+                              f"choose among the digests config.toml defines: {names}")
+        chosen.add(v)
+    return tuple(x for x in known if x in chosen)
+
+
 @lru_cache(maxsize=1024)
 def zone_of(tz: str) -> ZoneInfo | None:
     """The IANA zone named `tz` (digest.scheduler.cron.zone), or None for anything else."""
@@ -137,8 +160,11 @@ def check_timezone(tz: str | None, where: str = "timezone") -> str:
 
 def new_subscriber(email: str, languages: Sequence[str] | str | None,
                    tags: Sequence[str] | str | None, timezone: str | None, status: str,
-                   now: datetime, where: str = "") -> Subscriber:
-    """A validated Subscriber; `where` prefixes error messages (`FILE:LINE`)."""
+                   now: datetime, where: str = "", *,
+                   digests: Sequence[str] | str | None = None,
+                   known_digests: Sequence[str] = ()) -> Subscriber:
+    """A validated Subscriber; `where` prefixes error messages (`FILE:LINE`); `digests`
+    are checked against `known_digests` (none given: the config's defaults)."""
     pre = f"{where}: " if where else ""
     return Subscriber(
         email=normalize_email(email, f"{pre}email"),
@@ -146,7 +172,36 @@ def new_subscriber(email: str, languages: Sequence[str] | str | None,
         tags=parse_tags(tags, f"{pre}tags"),
         timezone=check_timezone(timezone, f"{pre}timezone"),
         status=status, created=now, confirmed=now if status == "active" else None,
+        digests=parse_digests(digests, known_digests, f"{pre}digests"),
     )
+
+
+class TagChoice(NamedTuple):
+    """A tag a subscriber can pick: its first spelling, its `[tags]` alias (slug) if any,
+    and how many stories carry it."""
+
+    tag: str
+    alias: str | None
+    count: int
+
+
+def tag_choices(tag_lists: Iterable[Sequence[str]], aliases: Mapping[str, str] | None = None,
+                limit: int = TAG_CHOICES) -> list[TagChoice]:
+    """The tags the forms offer as checkboxes: the stories' tags (`tag_lists`, one sequence
+    per story), spellings equal but for case counted as one tag, the `limit` carried by most
+    stories first (equal counts: alphabetical). Any spelling matches when digests pick
+    stories (digest.publish.plan.select), so the first one seen stands for them all."""
+    aliases = aliases or {}
+    counts: dict[str, int] = {}
+    spelling: dict[str, str] = {}
+    for tags in tag_lists:
+        for key in {t.casefold(): t for t in tags if t}:
+            counts[key] = counts.get(key, 0) + 1
+        for t in tags:
+            spelling.setdefault(t.casefold(), t)
+    by_fold = {t.casefold(): slug for t, slug in aliases.items()}
+    top = sorted(counts, key=lambda k: (-counts[k], k))[:max(0, limit)]
+    return [TagChoice(spelling[k], aliases.get(spelling[k]) or by_fold.get(k), counts[k]) for k in top]
 
 
 # --- state rules: (stored subscriber, request) → what to store ---------------------------------
@@ -163,7 +218,7 @@ def subscribed(old: Subscriber | None, new: Subscriber) -> dict[str, Any] | None
     if old is None or old.status == "active":
         return None
     return {"languages": new.languages, "tags": new.tags, "timezone": new.timezone,
-            "status": "pending", "created": new.created}
+            "digests": new.digests, "status": "pending", "created": new.created}
 
 
 def imported(old: Subscriber | None, new: Subscriber) -> tuple[Subscriber, bool]:
@@ -200,12 +255,16 @@ def confirmed(sub: Subscriber | None, expires: datetime | None, now: datetime, *
 
 
 def preferences_changed(sub: Subscriber | None, languages: list[str], tags: list[str],
-                        timezone: str) -> dict[str, Any] | None:
+                        timezone: str, digests: Sequence[str] | None = None
+                        ) -> dict[str, Any] | None:
     """New choices (already validated) from the preferences page: the fields to change, or
     None when the address does not receive the digest (nothing changes)."""
     if sub is None or sub.status in GONE:
         return None
-    return {"languages": languages, "tags": tags, "timezone": timezone}
+    changes: dict[str, Any] = {"languages": languages, "tags": tags, "timezone": timezone}
+    if digests is not None:  # None: the page offered no choice (one digest configured)
+        changes["digests"] = tuple(digests)
+    return changes
 
 
 def unsubscribed(sub: Subscriber | None) -> dict[str, Any] | None:
@@ -218,6 +277,56 @@ def unsubscribed(sub: Subscriber | None) -> dict[str, Any] | None:
 def bounced() -> dict[str, Any]:
     """A hard bounce: nothing more is sent to the address, whatever its status was."""
     return {"status": "bounced"}
+
+
+def bounce_reported(sub: Subscriber | None) -> dict[str, Any] | None:
+    """A hard bounce reported later by mail (a DSN in the bounce mailbox): the fields to
+    change; None for an unknown address or one that already receives nothing (an
+    unsubscribe or a complaint stays what it is)."""
+    if sub is None or sub.status in GONE:
+        return None
+    return bounced()
+
+
+def complained(sub: Subscriber | None) -> dict[str, Any] | None:
+    """A spam complaint (ARF feedback report): nothing more is ever sent; None when there
+    is no such subscriber or it is already recorded."""
+    if sub is None or sub.status == "complained":
+        return None
+    return {"status": "complained"}
+
+
+def soft_bounced(history: Mapping[str, str], key: str, at: datetime, now: datetime,
+                 limit: int, days: float) -> tuple[dict[str, str], bool]:
+    """One temporary failure (4.x.x) for an address whose earlier ones are `history`
+    (notice key → ISO time): (the history to keep, whether it now counts as a bounce).
+
+    Keyed by notice so one DSN never counts twice; failures older than `days` before `now`
+    are forgotten; `limit` of them within the window make a bounce."""
+    cutoff = now - timedelta(days=days)
+    kept: dict[str, str] = {}
+    for k, when in history.items():
+        try:
+            if parse_iso(when) >= cutoff:
+                kept[k] = when
+        except (TypeError, ValueError):
+            continue  # a hand-edited entry: forget it rather than fail the run
+    if at >= cutoff:
+        kept.setdefault(key, iso(at))
+    return kept, len(kept) >= limit
+
+
+def reactivated(sub: Subscriber | None) -> tuple[str, dict[str, Any] | None]:
+    """`digest subscribers reactivate`: a bounced address made active again after a mistake
+    (a relay that refused everyone, a mailbox that is back): (outcome, fields to change).
+
+    Outcomes: "reactivated"; "active" (nothing to do); "missing"; "unsubscribed" and
+    "pending" are refused: only the person can subscribe (again), from their own mailbox."""
+    if sub is None:
+        return "missing", None
+    if sub.status == "bounced":
+        return "reactivated", {"status": "active"}
+    return sub.status, None
 
 
 # --- link tokens --------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ LAYERS = {
     "models": 0, "errors": 0, "logs": 0, "resources": 0, "fileio": 0, "codec": 0,
     "config": 0, "scheduler.cron": 0, "__init__": 0,
     # the pure core: text in, values or bytes out, no state
-    "ingest": 1, "templating": 1, "subscribers": 1,
+    "ingest": 1, "templating": 1, "subscribers": 1, "i18n": 1,
     "publish.rank": 1, "publish.plan": 1, "publish.feeds": 1, "publish.site": 1,
     "mail.editions": 1, "mail.render": 1, "mail.tokens": 1, "mail.message": 1,
+    "mail.refusals": 1, "publish.editions": 1, "mail.bounces": 1, "mail.verp": 1,
     # edges: state and the outside world
     "store": 2, "publish.tree": 2, "publish.workers": 2, "publish.keys": 2,
-    "mail.transports": 2,
+    "mail.transports": 2, "mail.dkim": 2, "mail.inbox": 2,
     # the one orchestrator
     "pipeline": 3,
     # entry points
@@ -50,7 +51,8 @@ OWNERS = {
 
 ENTRY_POINTS = ("cli", "__main__", "scheduler.daemon", "web")
 # What entry points must not import: state and transports are reached through pipeline.
-FORBIDDEN_FOR_ENTRY = ("digest.store", "digest.mail.transports", "digest.publish.tree")
+FORBIDDEN_FOR_ENTRY = ("digest.store", "digest.mail.transports", "digest.publish.tree",
+                       "digest.mail.inbox")
 
 
 def _name(path: Path) -> str:

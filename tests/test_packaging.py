@@ -26,5 +26,7 @@ def test_wheel_holds_templates_default_config_and_console_script(tmp_path: Path)
     missing = [t for t in templates if f"digest/{t}" not in names]
     assert not missing, f"templates not packaged: {missing}"
     assert "digest/default_config.toml" in names
+    seeds = sorted(p.name for p in (REPO / "seeds").iterdir() if p.is_file())
+    assert seeds and all(f"digest/seeds/{s}" in names for s in seeds), "seeds not packaged"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "digest = digest.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -4,8 +4,10 @@ from config.toml with errors naming file, line and key (`loader`)."""
 from digest.config.loader import default_config_text, load_config, parse_config
 from digest.config.settings import (
     SETTINGS,
+    BouncesConfig,
     Config,
     DigestConfig,
+    DkimConfig,
     FeedsConfig,
     IngestConfig,
     RankConfig,
@@ -15,11 +17,12 @@ from digest.config.settings import (
     SmtpConfig,
     StoreConfig,
     WebConfig,
+    WebSubConfig,
 )
 from digest.errors import ConfigError
 
 __all__ = [
-    "SETTINGS", "Config", "ConfigError", "DigestConfig", "FeedsConfig", "IngestConfig",
+    "SETTINGS", "BouncesConfig", "Config", "ConfigError", "DigestConfig", "DkimConfig", "FeedsConfig", "IngestConfig",
     "RankConfig", "ScheduleConfig", "Setting", "SiteConfig", "SmtpConfig", "StoreConfig",
-    "WebConfig", "default_config_text", "load_config", "parse_config",
+    "WebConfig", "WebSubConfig", "default_config_text", "load_config", "parse_config",
 ]

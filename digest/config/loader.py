@@ -4,8 +4,10 @@ numbers, so every error names file, line and key by finding the key in the sourc
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
+import stat
 import string
 import tomllib
 from email.utils import parseaddr
@@ -19,8 +21,10 @@ from digest.config.settings import (
     BY_SECTION,
     FREE_SECTIONS,
     SECTION_CLASSES,
+    BouncesConfig,
     Config,
     DigestConfig,
+    DkimConfig,
     FeedsConfig,
     IngestConfig,
     RankConfig,
@@ -30,12 +34,13 @@ from digest.config.settings import (
     SmtpConfig,
     StoreConfig,
     WebConfig,
+    WebSubConfig,
 )
 from digest.errors import ConfigError
 from digest.scheduler import cron
 
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: `$` lets "x\n" through
+_SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def default_config_text() -> str:
@@ -89,8 +94,10 @@ class _Locator:
 _KIND_NAMES = {
     "str": "a string", "int": "an integer", "float": "a number", "path": "a path string",
     "paths": "a list of path strings", "cron": "a cron string", "tz": "a time zone name", "url": "a URL string",
+    "pgurl": "a postgresql:// URL string",
     "enum": "a string", "env": "an environment variable name", "email": "a string",
-    "subject": "a string",
+    "subject": "a string", "addresses": "a list of IP address or network strings",
+    "bool": "true or false", "urls": "a list of http(s) URL strings",
 }
 
 
@@ -106,6 +113,8 @@ def _type_name(v: Any) -> str:
 def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
     """Check one value against its setting; return (converted value, problem or None)."""
     bad = (v, f"expected {_KIND_NAMES[s.kind]}, got {_type_name(v)} {v!r}")
+    if s.kind == "bool":
+        return v, (None if isinstance(v, bool) else bad[1])
     if s.kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             return bad
@@ -118,6 +127,25 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
             return v, "is too large"
         if not math.isfinite(v):
             return v, f"must be a finite number, got {v}"
+    elif s.kind == "addresses":
+        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+            return bad
+        for p in v:
+            try:
+                ipaddress.ip_network(p.strip(), strict=False)
+            except ValueError:
+                return v, f"{p[:60]!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+        return tuple(p.strip() for p in v), (s.check(v) if s.check else None)
+    elif s.kind == "urls":
+        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+            return bad
+        for p in v:
+            problem = _http_url_problem(p)
+            if problem:
+                return v, problem
+        if len(set(v)) != len(v):
+            return v, "lists a URL twice"
+        return tuple(v), (s.check(v) if s.check else None)
     elif s.kind == "paths":
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
             return bad
@@ -150,7 +178,9 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
             problem = f"{v!r} must not have a query or fragment"
         elif not v.endswith("/"):
             v += "/"  # feeds and pages are joined onto it: a missing slash would drop a path part
-    elif s.kind == "env" and not _ENV_RE.match(v):
+    elif s.kind == "pgurl" and v:
+        problem = _pg_url_problem(v)
+    elif s.kind == "env" and not _ENV_RE.fullmatch(v):
         problem = f"{v!r} is not an environment variable name"
     elif s.kind == "email":
         _name, addr = parseaddr(v)
@@ -164,6 +194,36 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
     if problem is None and s.check is not None:
         problem = s.check(v)
     return v, problem
+
+
+def _http_url_problem(v: str) -> str | None:
+    """An absolute http(s) URL without spaces, control characters or a fragment."""
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        return f"{v[:80]!r} is not a valid URL ({e})"
+    if u.scheme not in ("http", "https") or not u.hostname or u.fragment \
+            or _has_control(v) or any(c in v for c in ' <>"') or len(v) > 2000:
+        return f"{v[:80]!r} is not an absolute http(s) URL like https://hub.example.org/"
+    return None
+
+
+def _pg_url_problem(v: str) -> str | None:
+    """A libpq URL without a password (the value itself is never echoed: it may hold one)."""
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if u.scheme not in ("postgresql", "postgres"):
+        return f"must start with postgresql:// (got scheme {u.scheme!r})"
+    if _has_control(v) or " " in v:
+        return "holds a space or a control character"
+    if u.password is not None or re.search(r"(^|&)password=", u.query):
+        return ("holds a password; digest never reads one from config.toml: remove it and "
+                "set PGPASSWORD, or put it in ~/.pgpass (or a PGSERVICE entry)")
+    return None
 
 
 def _subject_problem(v: str) -> str | None:
@@ -186,6 +246,9 @@ def _hint(s: Setting) -> str:
         "cron": ' — a cron expression, 5 fields: minute hour day-of-month month day-of-week, e.g. "0 7 * * 1-5"',
         "enum": f" — one of: {', '.join(s.choices)}",
         "url": ' — e.g. "https://news.example.org/"',
+        "urls": ' — e.g. ["https://pubsubhubbub.appspot.com/"]',
+        "pgurl": ' — e.g. "postgresql://digest@db.example.org:5432/digest"; the password comes '
+                 "from PGPASSWORD, ~/.pgpass or PGSERVICE, never from the url",
         "tz": ' — an IANA name such as "UTC", "Europe/Berlin" or "Asia/Shanghai"',
     }.get(s.kind, "")
     return f"{s.key}: {s.help}{extra}"
@@ -227,11 +290,28 @@ def _resolve(root: Path, p: str | Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def _not_found_hint(path: Path) -> str:
+    """Point at --config first; suggest `digest init` in that directory only where a project
+    could sensibly live (not /, not a directory we cannot write)."""
+    import os
+
+    where = path.absolute().parent
+    use = "pass --config PATH to read an existing config file (or cd to your project)"
+    if where.is_dir() and where != Path(where.anchor) and os.access(where, os.W_OK):
+        flag = "" if path == Path("config.toml") else f" --config {path}"
+        return f'{use}, or run "digest init{flag}" to start a new project in {where}'
+    if not where.is_dir():
+        return (f"{use}; {where} does not exist (mkdir -p {where} first to start a new "
+                f'project there with "digest init --config {path}")')
+    return (f"{use}; {where} is no place for a new project: run "
+            f'"digest init --config DIR/config.toml" to start one in DIR')
+
+
 def load_config(path: Path) -> Config:
     """Read config.toml; raise ConfigError naming file, line and key on any problem."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path} not found", 'run "digest init" to write the commented default')
+        raise ConfigError(f"{path} not found (looked for {path.absolute()})", _not_found_hint(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -265,11 +345,26 @@ def parse_config(text: str, path: Path) -> Config:
     def paths_of(section: str, key: str, default: Any) -> Any:
         return sec[section].pop(key, default)
 
-    store = StoreConfig(path=_resolve(root, paths_of("store", "path", "store")))
+    store = StoreConfig(path=_resolve(root, paths_of("store", "path", "store")), **sec["store"])
     ingest = IngestConfig(paths=tuple(_resolve(root, p) for p in paths_of("ingest", "paths", ["seeds"])))
     feeds = FeedsConfig(output=_resolve(root, paths_of("feeds", "output", "public")), **sec["feeds"])
     smtp = SmtpConfig(maildir=_resolve(root, paths_of("smtp", "maildir", "maildir")), **sec["smtp"])
     _check_secrets(v, smtp, data.get("smtp", {}))
+    key_file = sec["dkim"].pop("key_file", None)
+    dkim = DkimConfig(key_file=_resolve(root, key_file) if key_file else None, **sec["dkim"])
+    _check_dkim(v, dkim)
+    bounce_box = sec["bounces"].pop("maildir", "")
+    bounces = BouncesConfig(maildir=_resolve(root, bounce_box) if bounce_box else None,
+                            **sec["bounces"])
+    if bounces.maildir is not None and (_inside(bounces.maildir, feeds.output)
+                                        or _inside(feeds.output, bounces.maildir)):
+        raise v.fail("bounces", 0, "maildir",
+                     f"{bounces.maildir} overlaps [feeds].output ({feeds.output}); everything "
+                     "under it is served", "keep the bounce Maildir outside the published site")
+    if bounces.imap_host and not bounces.imap_user:
+        raise v.fail("bounces", 0, "imap_host", "imap_host is set but imap_user is empty",
+                     "set [bounces] imap_user (the password comes from "
+                     f"${bounces.password_env}), or clear imap_host")
     _check_overlap(v, path, store.path, feeds.output, smtp.maildir)
 
     tags = data.get("tags", {})
@@ -278,7 +373,7 @@ def parse_config(text: str, path: Path) -> Config:
                      'write it as [tags] with lines like "安全" = "security"')
     slug_of: dict[str, str] = {}
     for tag, slug in tags.items():
-        if not isinstance(slug, str) or not _SLUG_RE.match(slug):
+        if not isinstance(slug, str) or not _SLUG_RE.fullmatch(slug):
             raise v.fail("tags", 0, tag, f"{slug!r} is not an ASCII slug",
                          "use lowercase ASCII letters, digits and single hyphens, e.g. \"security\"")
         if slug in slug_of:
@@ -312,8 +407,10 @@ def parse_config(text: str, path: Path) -> Config:
                      "give at least one weight a positive value, e.g. hot = 0.4")
     return Config(
         path=path, site=SiteConfig(**sec["site"]), store=store, ingest=ingest, feeds=feeds,
+        websub=WebSubConfig(**sec["websub"]),
         rank=rank, tags=dict(tags), smtp=smtp, web=WebConfig(**sec["web"]),
-        schedule=ScheduleConfig(**sec["schedule"]), digests=digests,
+        schedule=ScheduleConfig(**sec["schedule"]), digests=digests, dkim=dkim,
+        bounces=bounces,
     )
 
 
@@ -347,3 +444,28 @@ def _check_secrets(v: _Validator, smtp: SmtpConfig, raw: dict[str, Any]) -> None
         raise v.fail("smtp", 0, key,
                      f"environment variable {smtp.password_env} is not set (needed for username)",
                      f"export {smtp.password_env}=... before starting digest, or clear [smtp].username")
+
+
+def _check_dkim(v: _Validator, dkim: DkimConfig) -> None:
+    """Signing needs all three of domain, selector and key_file, and a private key only its
+    owner can read (anyone who reads it can sign mail as the domain)."""
+    given = {k: bool(getattr(dkim, k)) for k in ("domain", "selector", "key_file")}
+    if any(given.values()) and not all(given.values()):
+        missing = [k for k, ok in given.items() if not ok]
+        raise v.fail("dkim", 0, missing[0], "is missing: signing needs domain, selector and "
+                     "key_file together", f"set [dkim] {', '.join(missing)}, or clear the others")
+    if dkim.key_file is None:
+        return
+    try:
+        st = dkim.key_file.stat()
+    except OSError as e:
+        raise v.fail("dkim", 0, "key_file", f"{dkim.key_file}: {e.strerror or e}",
+                     "give the path of the PEM private key (digest dkim keygen writes one)") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise v.fail("dkim", 0, "key_file", f"{dkim.key_file} is not a file",
+                     "give the path of the PEM private key")
+    if st.st_mode & 0o044:
+        raise v.fail("dkim", 0, "key_file",
+                     f"{dkim.key_file} is readable by group or others "
+                     f"(mode {stat.S_IMODE(st.st_mode):03o})",
+                     f"chmod 600 {dkim.key_file}: only its owner may read the private key")

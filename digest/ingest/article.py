@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 
 from digest.errors import ParseError
+from digest.ingest.limits import check_limits
 from digest.ingest.text import chinese_script, cjk_ratio, clean_line, derive_id
 from digest.models import Block, Story
 
@@ -124,4 +125,5 @@ def parse_article(text: str, source: str, as_of: datetime) -> Story:
         source=source_name,
         origin=source,
     )
+    check_limits(story, source, lambda _part: title_line)
     return story

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from digest.errors import ParseError
+from digest.ingest.limits import check_limits
 from digest.ingest.text import (
     chinese_script,
     cjk_ratio,
@@ -66,7 +67,11 @@ def resolve_header(header: str, as_of: datetime, source: str, line: int,
             seconds = int(m.group("n")) * _UNITS[m.group("u").lower()]
         else:
             seconds = int(m.group("zn")) * _UNITS[m.group("zu")]
-        when = as_of - timedelta(seconds=seconds)
+        try:
+            when = as_of - timedelta(seconds=seconds)
+        except OverflowError as e:  # '99999 weeks ago' from an as_of (mtime) near year 1
+            raise ParseError(source, line, f"age {m.group(0).strip()!r} reaches back before "
+                             "the year 1", "fix the age in the header, or give --as-of") from e
         if m.group("upd"):
             updated = updated or when
         else:
@@ -277,6 +282,11 @@ def parse_card(text: str, source: str, as_of: datetime,
             if lang in d:
                 d[c] = d.pop(lang)
     story.id = derive_id(source, story.title[story.languages[0]])
+    where = {"title": title_line, "summary": pre[0][0] if pre else title_line,
+             "tags": tag_lines[0][0] if tag_lines else hdr_line}
+    for sec in reversed(sections):
+        where[sec.kind] = sec.line  # the first section of each kind
+    check_limits(story, source, lambda part: where.get(part, hdr_line))
     return story
 
 

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from digest.errors import ParseError
+from digest.ingest.limits import check_limits
 from digest.ingest.text import clean_line, clean_value, derive_id, latest_allowed
 from digest.models import LANGUAGES, SCORE_KEYS, Story, parse_iso
 
 # Ids become file names under store/bodies/: keep them to a safe alphabet.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # used with fullmatch: `$` passes "x\n"
 _HINT = "a structured story is one object as `digest rank --json` prints (plus body sections)"
 _PER_LANG_TEXT = ("title", "summary")
 _PER_LANG_LIST = ("tldr", "analysis", "insights")
@@ -109,7 +110,7 @@ def story_from_obj(d: Any, text: str, source: str, as_of: datetime, base: int = 
     sid = d.get("id")
     if sid is None:
         sid = derive_id(source, title[langs[0]])
-    if not isinstance(sid, str) or not _ID.match(sid):
+    if not isinstance(sid, str) or not _ID.fullmatch(sid):
         raise c.fail("id", f"{str(sid)[:40]!r} is not a valid id",
                      "letters, digits, '_' and '-', at most 64, starting with a letter or digit")
 
@@ -141,7 +142,9 @@ def story_from_obj(d: Any, text: str, source: str, as_of: datetime, base: int = 
         for b in blocks:
             if b["kind"] not in ("h", "p", "li"):
                 raise c.fail("body", f"{lang} block kind {b['kind']!r} is not h, p or li")
-    return Story.from_dict(clean)
+    story = Story.from_dict(clean)
+    check_limits(story, source, lambda key: _line_of(text, key, base))
+    return story
 
 
 def _key_data(c: _Checker, d: dict[str, Any], langs: list[str]) -> dict[str, list[list[str]]]:

@@ -131,15 +131,21 @@ def chinese_script(text: str) -> str | None:
     return "zh-Hant" if trad > simp else "zh-Hans"
 
 
-_SOURCE_ID = re.compile(r"(?:^|[_\-.])([0-9a-f]{16})$")
+_SOURCE_ID = re.compile(r"(?:^|[_\-.])([0-9a-f]{16})\Z")
 # A stated time this far past `as_of` is a typo or a hostile file (9999-12-31 would top every
 # feed for ever); a day covers clock skew and time zones written wrongly.
 FUTURE_SLACK = timedelta(hours=24)
 
 
 def latest_allowed(as_of: datetime, not_after: datetime | None = None) -> datetime:
-    """The latest `published`/`updated` a file may state: `not_after`, else as_of + a day."""
-    return not_after if not_after is not None else as_of + FUTURE_SLACK
+    """The latest `published`/`updated` a file may state: `not_after`, else as_of + a day
+    (capped at the last representable time, so an `as_of` near year 9999 cannot overflow)."""
+    if not_after is not None:
+        return not_after
+    try:
+        return as_of + FUTURE_SLACK
+    except OverflowError:
+        return datetime.max.replace(tzinfo=as_of.tzinfo)
 
 
 def source_id(source: str) -> str | None:

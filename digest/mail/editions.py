@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from digest.models import Story, Subscriber, parse_iso
+from digest.models import Story, Subscriber, feed_language, parse_iso
 from digest.scheduler.cron import due_edition
 from digest.subscribers import zone_of
 
@@ -49,10 +49,15 @@ def plan_stories(
     *,
     now: datetime | None = None,
     max_age: timedelta | None = None,
+    languages: Sequence[str] | None = None,
 ) -> list[Story]:
     """Top `max_stories` of `ranked` not yet sent and matching any of `tags` (empty = all);
-    with `now` and `max_age`, only stories published within `max_age` before `now`."""
+    with `now` and `max_age`, only stories published within `max_age` before `now`; with
+    `languages` (the reader's), only stories with text in one of them: an English-only
+    reader is never sent a Chinese-only story, nor a Chinese-only reader an English one.
+    A story left out for its language is not journalled, so it is not "used up"."""
     want = {t.casefold() for t in tags if t}
+    reads = {feed_language(x.strip()) for x in languages or () if x and x.strip()}
     # The age counts from `published`, not `updated`: a year-old story whose typo was fixed
     # yesterday is still old news, and card ingest keeps `published` fixed on re-reads.
     oldest = now - max_age if now is not None and max_age is not None else None
@@ -61,6 +66,8 @@ def plan_stories(
         if s.id in sent:
             continue
         if oldest is not None and s.published < oldest:
+            continue
+        if reads and not any(feed_language(code) in reads for code in s.languages):
             continue
         if want:
             keys = tag_keys[s.id] if tag_keys is not None else story_tag_keys(s, aliases or {})

@@ -1,21 +1,31 @@
 """Render digest / confirmation emails to message bytes (owns css_inline; the Jinja2
-environments come from digest.templating); pure apart from reading the templates once."""
+environments come from digest.templating); pure apart from reading the templates once.
+
+Language rules (issue 13): a reader sees only the languages they chose. A story with no
+text in any of them is left out (planning already skips it; rendering re-checks for
+resends); UI labels, dates and the footer are in the reader's languages; an English-only
+reader sees tags by their English `[tags]` alias (a CJK tag without one is not shown);
+every link lands on the story page at the half in the block's language (`#en` / `#zh`).
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html as html_lib
 import re
 import string
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date as Date
 from datetime import datetime
 from email.utils import format_datetime, formataddr, parseaddr
 
 import css_inline
 
 from digest.models import Story, feed_language
-from digest.publish.site import story_path
+from digest.publish.site import lang_anchor, story_path, typeset
 from digest.resources import EMAIL_TEMPLATES
 from digest.subscribers import InvalidAddress, normalize_email
 from digest.templating import mail_html_environment, mail_text_environment
@@ -23,50 +33,66 @@ from digest.templating import mail_html_environment, mail_text_environment
 __all__ = ["InvalidAddress", "normalize_email"]  # re-exported: addresses are checked here too
 
 READER_LANGUAGES = ("en", "zh")  # the order blocks appear in: English, then Chinese
-MAX_HTML_BYTES = 90_000  # Gmail clips at ~102 KB; leave room for headers and encoding
+# Gmail clips at ~102 KB; the issue's budget is 80 KB for the HTML part as sent, so the
+# rendered body (links still markers) stays a little under that.
+MAX_HTML_BYTES = 78_000
 MAX_TEXT_BYTES = 60_000
+MAX_BULLETS = 3  # TL;DR lines per language block; the story page has the rest
+SUBJECT_WIDTH = 78  # display columns (a CJK character takes two) of the decoded subject
 # Per-subscriber values are spliced into a body rendered once per distinct content.
 # They are plain ASCII, survive autoescaping and CSS inlining, and `clean` defuses them in
 # story text, so a story cannot plant a marker.
 UNSUB_MARK = "%%DIGEST-UNSUBSCRIBE-URL%%"
 PREFS_MARK = "%%DIGEST-PREFERENCES-URL%%"
+ADDR_MARK = "%%DIGEST-RECIPIENT%%"
 
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _NEWLINES = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
+_TRAILING_PUNCT = re.compile(r"[\s,.;:·—\-,、。:;]+$")
 _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 UI = {
     "en": {
-        "read": "Read the story",
+        "toc": "In this issue",
+        "colon": ": ",
+        "read": "Read more",
         "more": "More stories are on the site:",
-        "why": "You receive this digest because you subscribed to it.",
+        "sent_to": "Sent to",
+        "view_online": "View online",
         "preferences": "Preferences",
         "unsubscribe": "Unsubscribe",
         "excerpt": "Excerpt from the article (no TL;DR was given)",
-        "fallback": "Not available in English; shown in Chinese",
         "missing": "No English version yet",
         "scores": ("Hot", "Quality", "Impact"),
         "confirm_intro": "Please confirm your subscription to this digest.",
         "confirm_button": "Confirm my subscription",
+        "confirm_link": "Or open this link",
         "confirm_ignore": "If you did not ask for this, ignore this email; nothing will be sent.",
         "confirm_subject": "Confirm your subscription",
     },
     "zh": {
+        "toc": "本期要点",
+        "colon": "：",
         "read": "阅读全文",
-        "more": "更多资讯请访问:",
-        "why": "你收到这封邮件,是因为订阅了本摘要。",
+        "more": "更多资讯请访问：",
+        "sent_to": "本邮件发送至",
+        "view_online": "在线查看",
         "preferences": "偏好设置",
         "unsubscribe": "退订",
-        "excerpt": "摘自原文(原文未提供要点)",
-        "fallback": "暂无中文版,以下为英文内容",
+        "excerpt": "摘自原文（原文未提供要点）",
         "missing": "暂无中文版",
         "scores": ("热度", "质量", "影响力"),
         "confirm_intro": "请确认订阅本摘要。",
         "confirm_button": "确认订阅",
-        "confirm_ignore": "如果这不是你本人的操作,请忽略此邮件,我们不会再发送任何内容。",
+        "confirm_link": "或打开此链接",
+        "confirm_ignore": "如果这不是你本人的操作，请忽略此邮件，我们不会再发送任何内容。",
         "confirm_subject": "请确认订阅",
     },
 }
+_EN_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December")
+_EN_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_ZH_DAYS = "一二三四五六日"
 
 
 # --- small pure helpers ---------------------------------------------------------------------
@@ -83,6 +109,10 @@ def clean(text: str) -> str:
     return _MARKER_PREFIX.sub("%", text)
 
 
+def has_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
 def reader_languages(langs: Sequence[str]) -> tuple[str, ...]:
     """Subscriber languages in block order, restricted to en/zh (zh-Hans → zh)."""
     chosen = {feed_language(x.strip()) for x in langs if x and x.strip()}
@@ -90,9 +120,16 @@ def reader_languages(langs: Sequence[str]) -> tuple[str, ...]:
     return out or READER_LANGUAGES
 
 
-def story_url(base_url: str, story_id: str) -> str:
-    """The public page of a story, at the path the site builder writes it to."""
-    return f"{base_url.rstrip('/')}/{story_path(story_id)}"
+def readable(story: Story, langs: Sequence[str]) -> bool:
+    """Does the story have text in any of the reader's languages?"""
+    return any(story.text_in(x) for x in reader_languages(langs))
+
+
+def story_url(base_url: str, story_id: str, anchor: str = "") -> str:
+    """The public page of a story, at the path the site builder writes it to; with
+    `anchor`, at that language's half of the page (`#en`, `#zh`: `site.lang_anchor`)."""
+    url = f"{base_url.rstrip('/')}/{story_path(story_id)}"
+    return f"{url}#{anchor}" if anchor else url
 
 
 def site_link(base_url: str, route: str, token: str) -> str:
@@ -126,7 +163,9 @@ def encode_words(text: str, limit_bytes: int = 42) -> str:
     stays within 78 columns. Python's own folding can emit 76-char words for CJK text.
     """
     text = clean(text)
-    if text.isascii() and len(text) <= 900:
+    # ASCII goes as is, unless it looks like an encoded word (a story title in the subject
+    # must not be decoded by the client into something else).
+    if text.isascii() and len(text) <= 900 and "=?" not in text:
         return text
     words, chunk, size = [], [], 0
     for ch in text:
@@ -140,6 +179,36 @@ def encode_words(text: str, limit_bytes: int = 42) -> str:
         words.append("".join(chunk))
     encoded = (base64.b64encode(w.encode("utf-8")).decode("ascii") for w in words)
     return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
+
+
+def display_width(text: str) -> int:
+    """Columns a mail client's list gives `text`: wide (CJK) characters count two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to at most `width` display columns, with `…` when cut."""
+    if display_width(text) <= width:
+        return text
+    out, used = [], 1  # room for the ellipsis
+    for c in text:
+        w = display_width(c)
+        if used + w > width:
+            break
+        out.append(c)
+        used += w
+    return _TRAILING_PUNCT.sub("", "".join(out)) + "…"
+
+
+def long_date(iso_date: str, lang: str) -> str:
+    """The edition date for people: `Sunday, 22 November 2026` / `11月22日 周日`."""
+    try:
+        d = Date.fromisoformat(iso_date)
+    except ValueError:
+        return clean(iso_date)
+    if lang == "zh":
+        return f"{d.month}月{d.day}日 周{_ZH_DAYS[d.weekday()]}"
+    return f"{_EN_DAYS[d.weekday()]}, {d.day} {_EN_MONTHS[d.month - 1]} {d.year}"
 
 
 def _date_suffix(template: str) -> tuple[str, str]:
@@ -169,14 +238,21 @@ def localized_title(template: str, langs: Sequence[str]) -> str:
     if len(parts) < 2 or len(langs) == 2:
         return " · ".join(parts) or title
     want_zh = langs == ("zh",)
-    kept = [p for p in parts if bool(_CJK.search(p)) == want_zh]
+    kept = [p for p in parts if has_cjk(p) == want_zh]
     return " · ".join(kept or parts)
 
 
-def subject_for(template: str, langs: Sequence[str], date: str) -> str:
-    """The subject in the reader's languages, dated; from config only, never from stories."""
+def subject_for(template: str, langs: Sequence[str], date: str, lead: str = "") -> str:
+    """The subject in the reader's languages, dated: the config's title and date, led by
+    the lead story's title (`lead`, in the reader's language) cut so the whole subject fits
+    SUBJECT_WIDTH display columns: `China may have accessed Mythos | AI News Daily — 2026-…`."""
     _, suffix = _date_suffix(template)
-    return clean(localized_title(template, langs) + _fill(suffix, date))
+    base = clean(localized_title(template, langs) + _fill(suffix, date))
+    lead = clean(lead)
+    if not lead:
+        return base
+    room = max(24, SUBJECT_WIDTH - display_width(base) - 3)
+    return f"{shorten(lead, room)} | {base}"
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -185,69 +261,109 @@ def subject_for(template: str, langs: Sequence[str], date: str) -> str:
 @dataclass
 class LangBlock:
     lang: str  # BCP 47 code of the text shown
-    note_lang: str  # language of the note / labels
+    note_lang: str  # language of the note / labels (the reader's: en or zh)
     title: str = ""
     bullets: list[str] = field(default_factory=list)
     excerpt: bool = False
     excerpt_label: str = ""
     note: str = ""
+    url: str = ""  # the story page at this language's half
+    read: str = ""  # "Read more" in the reader's language
+    colon: str = ": "  # before a URL in the text part: full-width in Chinese
 
 
 @dataclass
 class StoryView:
     id: str
-    url: str
+    url: str  # at the reader's first language
     blocks: list[LangBlock]
     scores: list[tuple[str, int]]
     tags: list[str]
+
+    @property
+    def lead(self) -> LangBlock:
+        """The block in the reader's first language the story has (the title the TOC and
+        the subject use)."""
+        shown = [b for b in self.blocks if b.url]  # not a "no English version" note
+        return next((b for b in shown if b.title), shown[0])
+
+    @property
+    def alt(self) -> LangBlock | None:
+        """A second titled block (bilingual reader, story in both): the TOC's second line."""
+        titled = [b for b in self.blocks if b.title]
+        return titled[1] if len(titled) > 1 else None
 
 
 def _joined(langs: Sequence[str], key: str) -> str:
     return " · ".join(UI[x][key] for x in langs)
 
 
-def _block(story: Story, code: str, reader: str) -> LangBlock:
+def _block(story: Story, code: str, reader: str, base_url: str) -> LangBlock:
+    """The story in language `code` for a reader of `reader`: Chinese typeset as on the
+    story page (full-width punctuation between Han), links at the page's `code` half."""
+    def text(value: str) -> str:
+        return typeset(clean(value), code)
+
+    bullets = [b for b in (text(x) for x in story.tldr.get(code, [])) if b]
     return LangBlock(
         lang=code,
         note_lang=reader,
-        title=clean(story.title.get(code, "")),
-        bullets=[clean(b) for b in story.tldr.get(code, []) if clean(b)],
+        title=text(story.title.get(code, "")),
+        bullets=bullets[:MAX_BULLETS],
         excerpt=code in story.tldr_excerpt,
         excerpt_label=UI[reader]["excerpt"],
+        url=story_url(base_url, story.id, lang_anchor(story.languages, code)),
+        read=UI[reader]["read"],
+        colon=UI[reader]["colon"],
     )
 
 
-def story_view(story: Story, langs: Sequence[str], base_url: str) -> StoryView:
-    """English block then Chinese block; a language the story lacks falls back, saying so."""
-    blocks: list[LangBlock] = []
-    missing: list[str] = []
-    for reader in langs:
-        code = story.text_in(reader)
-        if code:
-            blocks.append(_block(story, code, reader))
-        else:
-            missing.append(reader)
-    if not blocks:  # none of the reader's languages: show the story's own, labelled
-        reader = langs[0]
-        b = _block(story, story.languages[0], reader)
-        b.note = UI[reader]["fallback"]
-        blocks.append(b)
-    else:
-        for reader in missing:
-            blocks.append(LangBlock(lang=reader, note_lang=reader, note=UI[reader]["missing"]))
+def shown_tags(tags: Sequence[str], langs: Sequence[str],
+               aliases: Mapping[str, str] | None = None) -> list[str]:
+    """Tags as a reader of `langs` sees them: an English-only reader gets a Chinese tag by
+    its `[tags]` alias (a slug such as `security`) and not at all without one."""
+    out: list[str] = []
+    english_only = tuple(langs) == ("en",)
+    for t in (clean(x) for x in tags):
+        if english_only and has_cjk(t):
+            t = clean((aliases or {}).get(t, ""))
+            if has_cjk(t):
+                t = ""
+        if t and t not in out:
+            out.append(t)
+    return out
+
+
+def story_view(story: Story, langs: Sequence[str], base_url: str,
+               aliases: Mapping[str, str] | None = None) -> StoryView | None:
+    """One block per reader language the story has (English first, then Chinese); a
+    bilingual reader is told which language is missing. None: nothing the reader reads."""
+    langs = reader_languages(langs)
+    if not readable(story, langs):
+        return None
+    blocks = [_block(story, code, reader, base_url) if code else
+              LangBlock(lang=reader, note_lang=reader, note=UI[reader]["missing"])
+              for reader, code in ((x, story.text_in(x)) for x in langs)]
     labels = [" / ".join(UI[x]["scores"][i] for x in langs) for i in range(3)]
     scores = []
     if story.scores:
         scores = [(labels[i], int(story.scores.get(k, 0))) for i, k in
                   enumerate(("hot", "quality", "impact")) if k in story.scores]
-    return StoryView(id=story.id, url=story_url(base_url, story.id), blocks=blocks,
-                     scores=scores, tags=[clean(t) for t in story.tags if clean(t)])
+    return StoryView(id=story.id, url=blocks[0].url, blocks=blocks, scores=scores,
+                     tags=shown_tags(story.tags, langs, aliases))
+
+
+def footer_lines(langs: Sequence[str]) -> list[dict[str, str]]:
+    """The footer, one line per reader language: `Sent to ADDRESS · View online ·
+    Preferences · Unsubscribe` (the address is a marker until `build_message`)."""
+    return [dict(lang=x, **{k: UI[x][k] for k in ("sent_to", "view_online", "preferences",
+                                                  "unsubscribe", "colon")}) for x in langs]
 
 
 @dataclass(frozen=True)
 class RenderedBody:
     """One digest body shared by every subscriber with the same content; per-subscriber
-    links are markers until `build_message`."""
+    links and the address are markers until `build_message`."""
 
     text: str
     html: str
@@ -255,6 +371,7 @@ class RenderedBody:
     boundary: str
     subject: str  # already RFC 2047-encoded
     html_lang: str
+    archived_at: str = ""  # the public copy (`view_url`): the Archived-At header (RFC 5064)
     # Per part: the base64 lines of its text up to the first per-subscriber marker, cut at
     # a whole line (57 bytes → 76 chars), so each message encodes only the tail. Filled by
     # the first build_message; the bytes equal encoding the whole part every time.
@@ -271,12 +388,13 @@ class Renderer:
     """Templates loaded once; renders digest bodies and confirmation mails."""
 
     def __init__(self, base_url: str, subject_template: str, sender: str,
-                 list_name: str = "daily") -> None:
+                 list_name: str = "daily", tag_aliases: Mapping[str, str] | None = None) -> None:
         self.html_env = mail_html_environment(EMAIL_TEMPLATES)
         self.text_env = mail_text_environment(EMAIL_TEMPLATES)
         self.inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.subject_template = subject_template
+        self.tag_aliases = dict(tag_aliases or {})
         name, addr = sender_parts(sender)
         self.sender_addr = addr
         self.domain = domain_of(addr)
@@ -291,20 +409,26 @@ class Renderer:
         return self.inliner.inline(self.html_env.get_template(name).render(**ctx))
 
     def render_digest(self, stories: Sequence[Story], langs: Sequence[str], date: str,
-                      digest_name: str = "") -> RenderedBody:
-        """Text and HTML for these stories in these languages, under the size caps."""
+                      digest_name: str = "", view_url: str = "") -> RenderedBody:
+        """Text and HTML for these stories in these languages, under the size caps.
+
+        Stories with no text in the reader's languages are left out. `view_url` (the web
+        copy of this edition) fills the footer's "View online" slot; empty shows nothing.
+        """
         langs = reader_languages(langs)
-        views = [story_view(s, langs, self.base_url) for s in stories]
+        views = [v for v in (story_view(s, langs, self.base_url, self.tag_aliases)
+                             for s in stories) if v is not None]
         heading = localized_title(self.subject_template, langs)
-        ui = {k: _joined(langs, k) for k in ("read", "more", "why", "preferences", "unsubscribe")}
+        ui = {k: _joined(langs, k) for k in ("toc", "more")}
         html_lang = "zh" if langs == ("zh",) else "en"
+        when = " · ".join(long_date(date, x) for x in langs)
         n = len(views)
         while True:
             shown = views[:n]
-            titles = [b.title for v in shown for b in v.blocks if b.title]
-            ctx = dict(html_lang=html_lang, title=heading, heading=heading, date=date,
-                       preheader=clean(" · ".join(titles))[:140], stories=shown,
-                       truncated=n < len(views), ui=ui, site_url=self.base_url,
+            ctx = dict(html_lang=html_lang, title=f"{heading} — {when}", heading=heading,
+                       date=when, preheader=shorten(" · ".join(v.lead.title for v in shown), 140),
+                       stories=shown, truncated=n < len(views), ui=ui, site_url=self.base_url,
+                       footer=footer_lines(langs), view_url=view_url, address=ADDR_MARK,
                        unsubscribe_url=UNSUB_MARK, preferences_url=PREFS_MARK)
             html = self._html("digest.html", ctx)
             text = self.text_env.get_template("digest.txt").render(**ctx)
@@ -313,19 +437,25 @@ class Renderer:
                 break
             n -= 1  # over the cap: drop the lowest-ranked story and say more are online
         ids = tuple(v.id for v in shown)
-        subject = encode_words(subject_for(self.subject_template, langs, date))
-        key = f"{digest_name}\x00{date}\x00{','.join(langs)}\x00{','.join(ids)}"
+        lead = shown[0].lead.title if shown else ""
+        subject = encode_words(subject_for(self.subject_template, langs, date, lead))
+        key = f"{digest_name}\x00{date}\x00{','.join(langs)}\x00{','.join(ids)}\x00{view_url}"
         return RenderedBody(text=text, html=html, story_ids=ids, boundary=_boundary(key),
-                            subject=subject, html_lang=html_lang)
+                            subject=subject, html_lang=html_lang, archived_at=view_url)
 
     def render_confirm(self, langs: Sequence[str], confirm_url: str) -> RenderedBody:
         langs = reader_languages(langs)
         heading = localized_title(self.subject_template, langs)
-        messages = [dict(lang=x, intro=UI[x]["confirm_intro"], button=UI[x]["confirm_button"],
-                         ignore=UI[x]["confirm_ignore"]) for x in langs]
+        messages = [dict(lang=x, intro=UI[x]["confirm_intro"], ignore=UI[x]["confirm_ignore"])
+                    for x in langs]
         ctx = dict(html_lang="zh" if langs == ("zh",) else "en", title=heading,
                    heading=heading, preheader=_joined(langs, "confirm_intro"),
-                   messages=messages, site_url=self.base_url, confirm_url=confirm_url)
+                   messages=messages, button=_joined(langs, "confirm_button"),
+                   button_lang=langs[0] if len(langs) == 1 else "",
+                   link_label=" / ".join(UI[x]["confirm_link"] for x in langs)
+                   + UI[langs[-1]]["colon"].rstrip(),
+                   link_colon=UI[langs[-1]]["colon"].rstrip(),
+                   site_url=self.base_url, confirm_url=confirm_url)
         subject = encode_words(f"{_joined(langs, 'confirm_subject')} — {heading}")
         return RenderedBody(
             text=self.text_env.get_template("confirm.txt").render(**ctx),
@@ -334,16 +464,20 @@ class Renderer:
             html_lang=ctx["html_lang"])
 
     def build_message(self, body: RenderedBody, to: str, msg_id: str, date: datetime,
-                      unsubscribe_url: str = "", preferences_url: str = "") -> bytes:
+                      unsubscribe_url: str = "", preferences_url: str = "",
+                      unsubscribe_mailto: str = "") -> bytes:
         """The full RFC 5322 message (CRLF line ends): headers as bytes around the body.
 
         `to` must already be validated (normalize_email); the URLs are built from our own
         base_url and URL-safe tokens, so nothing untrusted reaches a header.
+        `unsubscribe_mailto` (`addr?subject=…`, the signed VERP address of mail/verp.py)
+        replaces the sender's address in List-Unsubscribe's mailto.
         """
-        if any(c in to for c in "\r\n<>,;") or any(c in unsubscribe_url for c in "\r\n<> "):
+        mailto = unsubscribe_mailto or f"{self.sender_addr}?subject=unsubscribe"
+        if any(c in to for c in "\r\n<>,;") or any(c in unsubscribe_url + mailto
+                                                   for c in "\r\n<> "):
             raise InvalidAddress(f"refusing unsafe header value for {to[:80]!r}",
                                  "validate addresses with normalize_email first")
-        links = (unsubscribe_url, preferences_url)
         if self._date[0] != date:  # one run stamps every message with the same time
             self._date = (date, format_datetime(date))
         head = [
@@ -353,27 +487,39 @@ class Renderer:
             f"Date: {self._date[1]}",
             f"Message-ID: {msg_id}",
         ]
+        url = body.archived_at
+        if url and url.isascii() and not any(c in url for c in "\r\n<> "):
+            head.append(f"Archived-At: <{url}>")  # RFC 5064: the web copy
         if unsubscribe_url:
             head += [
                 f"List-Id: {self.list_id}",
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n"
-                f" <mailto:{self.sender_addr}?subject=unsubscribe>",
+                f" <mailto:{mailto}>",
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                 "Precedence: bulk",
                 "Auto-Submitted: auto-generated",
             ]
         b = body.boundary
         head += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{b}"']
+        # An address may hold `&` or `'` (dot-atom); the HTML part gets it escaped.
         return b"".join((
             "\r\n".join(head).encode("ascii"),
             b"\r\n\r\nThis is a multi-part message in MIME format.\r\n",
-            _part(body, "text/plain", body.text, links),
-            _part(body, "text/html", body.html, links),
+            _part(body, "text/plain", body.text, (unsubscribe_url, preferences_url, to)),
+            _part(body, "text/html", body.html,
+                  (unsubscribe_url, preferences_url, html_lib.escape(to))),
             f"--{b}--\r\n".encode("ascii"),
         ))
 
 
+def personalize(content: str, unsubscribe_url: str, preferences_url: str, address: str) -> str:
+    """Replace the per-subscriber markers (`address` already escaped for the part)."""
+    return (content.replace(UNSUB_MARK, unsubscribe_url).replace(PREFS_MARK, preferences_url)
+            .replace(ADDR_MARK, address))
+
+
 _LINE = 57  # bytes per 76-character base64 line (RFC 2045)
+_MARKS = (UNSUB_MARK, PREFS_MARK, ADDR_MARK)
 
 
 def _b64_lines(data: bytes) -> bytes:
@@ -381,17 +527,17 @@ def _b64_lines(data: bytes) -> bytes:
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
 
 
-def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str]) -> bytes:
-    """One base64 MIME part with the subscriber's links spliced in for the markers."""
+def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str, str]) -> bytes:
+    """One base64 MIME part with the subscriber's links and address spliced in."""
     cached = body.encoded.get(ctype)
     if cached is None:
-        marks = [i for i in (content.find(UNSUB_MARK), content.find(PREFS_MARK)) if i >= 0]
+        marks = [i for i in (content.find(m) for m in _MARKS) if i >= 0]
         first = min(marks, default=len(content))
         head = content[:first].encode("utf-8")
         cut = len(head) // _LINE * _LINE
         cached = body.encoded[ctype] = (_b64_lines(head[:cut]), head[cut:], content[first:])
     shared, carry, tail = cached
-    tail = tail.replace(UNSUB_MARK, links[0]).replace(PREFS_MARK, links[1])
+    tail = personalize(tail, *links)
     lines = b"\r\n".join([x for x in (shared, _b64_lines(carry + tail.encode("utf-8"))) if x])
     return (f"--{body.boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
             f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii") + lines + b"\r\n"

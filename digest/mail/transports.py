@@ -12,13 +12,21 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
 
 from digest.config import SmtpConfig
 from digest.errors import DeliveryError
+from digest.mail.refusals import (
+    SAME_REFUSALS,
+    Refusal,
+    all_the_same,
+    describe,
+    recipient_specific,
+    reply_key,
+)
 
 log = logging.getLogger("digest.mail.transports")
 
@@ -46,6 +54,11 @@ class Outcome:
     # A 5xx at MAIL FROM or DATA: the server refused this message for good (content, size,
     # sender policy); resending the same edition would only be refused again.
     permanent: bool = False
+    # Not sent because the relay refused the whole session (Transport.refusal): not this
+    # recipient's fault and not final; the next run, after the fix, sends it.
+    session: bool = False
+    # The server's 5xx (stage, code, text) when it refused; None otherwise.
+    refused: Refusal | None = field(default=None, repr=False)
 
 
 OnOutcome = Callable[[int, Outcome], None]
@@ -55,7 +68,12 @@ class Transport:
     """Sync facade: `send(envelopes) -> outcomes` in the same order; close when done.
 
     `on_outcome(index, outcome)` is called as each message finishes (in the caller's thread
-    of control), so the caller can journal results before the whole batch is done."""
+    of control), so the caller can journal results before the whole batch is done.
+
+    `refusal` is set once the relay refused the session (refusals.py): every later message
+    fails at once with `Outcome.session`, and the caller should stop its run."""
+
+    refusal: Refusal | None = None
 
     def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
              ) -> list[Outcome]:
@@ -177,12 +195,37 @@ class _Fatal(Exception):
     """Every remaining message would fail the same way (bad password, no server)."""
 
 
+class _Refused(Exception):
+    """The relay refused the session (5xx at connect, EHLO, STARTTLS, AUTH or MAIL FROM)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reply)
+        self.refusal = refusal
+
+
+def _stage_of(e: aiosmtplib.SMTPResponseException) -> str:
+    if isinstance(e, aiosmtplib.SMTPConnectResponseError):
+        return "connect"
+    if isinstance(e, aiosmtplib.SMTPHeloError):
+        return "EHLO"
+    if isinstance(e, aiosmtplib.SMTPAuthenticationError):
+        return "AUTH"
+    if isinstance(e, aiosmtplib.SMTPSenderRefused):
+        return "MAIL"
+    return "STARTTLS"  # the one other command connect() sends
+
+
 class SmtpTransport(Transport):
     """A pool of `pool_size` reused aiosmtplib connections with bounded retries.
 
-    4xx replies and dropped connections are retried with exponential backoff and jitter;
-    a 5xx at RCPT is a bounce; a 5xx at MAIL/DATA fails that message without retry and
-    marks the outcome `permanent` (the edition is not retried either).
+    4xx replies and dropped connections are retried with exponential backoff and jitter.
+    A 5xx at connect, EHLO, STARTTLS, AUTH or MAIL FROM refuses the session: `refusal` is
+    set and every message fails with `session` (retryable, nobody bounced). A 5xx at RCPT is
+    a bounce, unless it is the relay's: refused alike for SAME_REFUSALS recipients (or for
+    every recipient of the run) before any RCPT was accepted; such refusals are held back
+    until that is known. A 5xx at DATA fails that message for good (`permanent`), unless
+    every message so far was refused alike the same way (then the session is refused).
+    The EHLO name is `[smtp] helo`, else the sender's domain (SmtpConfig.ehlo_name).
     """
 
     def __init__(self, cfg: SmtpConfig, password: str | None = None, *,
@@ -199,6 +242,9 @@ class SmtpTransport(Transport):
         self._runner = asyncio.Runner()
         self._clients: list[aiosmtplib.SMTP | None] = [None] * max(1, cfg.pool_size)
         self._fatal: str | None = None
+        self.refusal: Refusal | None = None
+        self._rcpt_ok = False  # a RCPT was accepted: refusals since are the recipients'
+        self._delivered = False  # a DATA was accepted
         self._next_slot = 0.0
         self._rate_lock: asyncio.Lock | None = None
 
@@ -215,6 +261,7 @@ class SmtpTransport(Transport):
             username=c.username or None,
             password=self.password if c.username else None,
             tls_context=self.tls_context,
+            local_hostname=c.ehlo_name(),
         )
 
     async def _client(self, slot: int) -> aiosmtplib.SMTP:
@@ -224,9 +271,12 @@ class SmtpTransport(Transport):
         client = self._new_client()
         try:
             await client.connect()
-        except aiosmtplib.SMTPAuthenticationError as e:
-            raise _Fatal(f"SMTP login refused for user {self.cfg.username!r}: "
-                         f"{e.code} {e.message}") from e
+        except aiosmtplib.SMTPAuthenticationError as e:  # any code: retrying would hammer
+            raise _Refused(Refusal("AUTH", e.code, e.message)) from e
+        except aiosmtplib.SMTPResponseException as e:
+            if e.code >= 500:
+                raise _Refused(Refusal(_stage_of(e), e.code, e.message)) from e
+            raise
         self._clients[slot] = client
         return client
 
@@ -260,7 +310,8 @@ class SmtpTransport(Transport):
         while True:
             attempt += 1
             if self._fatal:
-                return Outcome(env.recipient, "failed", self._fatal, attempt - 1)
+                return Outcome(env.recipient, "failed", self._fatal, attempt - 1,
+                               session=self.refusal is not None, refused=self.refusal)
             await self._throttle()
             sent_data = False
             try:
@@ -269,22 +320,30 @@ class SmtpTransport(Transport):
                 if payload:
                     await _transact(client, env.sender, mail_from, env.recipient, rcpt_to,
                                     payload)
+                    self._rcpt_ok = self._delivered = True
                     return Outcome(env.recipient, "sent", "", attempt, ambiguous)
                 errors, _ = await client.sendmail(env.sender, [env.recipient], env.data)
                 if env.recipient in errors:  # only with several recipients; kept for safety
                     code, msg = errors[env.recipient].code, errors[env.recipient].message
                     if code >= 500:
-                        return Outcome(env.recipient, "bounced", f"{code} {msg}", attempt)
+                        return Outcome(env.recipient, "bounced", f"{code} {msg}", attempt,
+                                       refused=Refusal("RCPT", code, msg))
                     reason = f"{code} {msg}"
                 else:
+                    self._rcpt_ok = self._delivered = True
                     return Outcome(env.recipient, "sent", "", attempt, ambiguous)
             except _Fatal as e:
                 self._fatal = str(e)
                 return Outcome(env.recipient, "failed", self._fatal, attempt)
+            except _Refused as e:
+                self._refuse(e.refusal)
+                return Outcome(env.recipient, "failed", str(self._fatal), attempt,
+                               session=True, refused=e.refusal)
             except aiosmtplib.SMTPRecipientsRefused as e:
                 r = e.recipients[0]
                 if r.code >= 500:
-                    return Outcome(env.recipient, "bounced", f"{r.code} {r.message}", attempt)
+                    return Outcome(env.recipient, "bounced", f"{r.code} {r.message}", attempt,
+                                   refused=Refusal("RCPT", r.code, r.message))
                 reason = f"{r.code} {r.message}"
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
                     aiosmtplib.SMTPConnectError, ConnectionError, OSError) as e:
@@ -297,9 +356,17 @@ class SmtpTransport(Transport):
                 elif attempt > self.cfg.retries:
                     self._fatal = f"cannot reach {self.cfg.host}:{self.cfg.port}: {e}"
             except aiosmtplib.SMTPResponseException as e:
+                if isinstance(e, aiosmtplib.SMTPDataError):
+                    self._rcpt_ok = True  # DATA is only sent once a RCPT was accepted
+                if e.code >= 500 and isinstance(e, aiosmtplib.SMTPSenderRefused
+                                                | aiosmtplib.SMTPHeloError):
+                    self._refuse(Refusal(_stage_of(e), e.code, e.message))
+                    return Outcome(env.recipient, "failed", str(self._fatal), attempt,
+                                   session=True, refused=self.refusal)
                 if e.code >= 500:
+                    stage = "DATA" if isinstance(e, aiosmtplib.SMTPDataError) else "other"
                     return Outcome(env.recipient, "failed", f"{e.code} {e.message}", attempt,
-                                   permanent=True)
+                                   permanent=True, refused=Refusal(stage, e.code, e.message))
                 reason = f"{e.code} {e.message}"
                 if e.code == 421:  # the server is closing this connection
                     await self._drop(slot)
@@ -313,12 +380,65 @@ class SmtpTransport(Transport):
             log.info("retrying %s in %.2fs: %s", env.recipient, delay, reason)
             await asyncio.sleep(delay * (1 + random.random() / 2))
 
+    # --- the relay's refusal or the recipients' ---------------------------------------------
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """The relay refused the session: every message from now on fails at once."""
+        if self.refusal is None:
+            self.refusal = refusal
+            self._fatal = describe(refusal, self.cfg.username)
+            log.error("%s", self._fatal)
+
+    def _suspect(self, out: Outcome) -> bool:
+        """A 5xx that may be the relay's rather than this recipient's: hold its verdict."""
+        r = out.refused
+        if r is None or self.refusal is not None:
+            return False
+        if r.stage == "RCPT":
+            return not self._rcpt_ok and not recipient_specific(r.code, r.message)
+        return r.stage == "DATA" and not self._delivered
+
+    def _as_session(self, out: Outcome) -> Outcome:
+        assert self.refusal is not None
+        return Outcome(out.recipient, "failed", str(self._fatal), out.attempts,
+                       session=True, refused=self.refusal)
+
     async def _send_all(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None
                         ) -> list[Outcome]:
         results: list[Outcome | None] = [None] * len(envelopes)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(envelopes)):
             queue.put_nowait(i)
+        # Suspect refusals whose verdict waits, not yet reported: (index, outcome, reply key).
+        held: list[tuple[int, Outcome, str]] = []
+
+        def report(i: int, out: Outcome) -> None:
+            results[i] = out
+            if on_outcome is not None:
+                on_outcome(i, out)
+
+        def settle() -> None:
+            """Report held refusals once it is known whose they are."""
+            for item in list(held):
+                i, out, _ = item
+                if self.refusal is not None or not self._suspect(out):
+                    held.remove(item)
+                    report(i, self._as_session(out) if self.refusal is not None else out)
+
+        def judge(i: int, out: Outcome) -> None:
+            r = out.refused
+            if self.refusal is not None and out.state != "sent" and not out.session:
+                out = self._as_session(out)  # in flight when the session was refused
+            if r is None or not self._suspect(out):
+                report(i, out)
+                settle()
+                return
+            key = reply_key(r.code, r.message, out.recipient)
+            held.append((i, out, key))
+            alike = [o for _, o, k in held if k == key and o.refused and o.refused.stage == r.stage]
+            if len(alike) >= SAME_REFUSALS:
+                self._refuse(r)
+                settle()
 
         async def worker(slot: int) -> None:
             while True:
@@ -326,12 +446,20 @@ class SmtpTransport(Transport):
                     i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                results[i] = out = await self._send_one(slot, envelopes[i])
-                if on_outcome is not None:
-                    on_outcome(i, out)
+                judge(i, await self._send_one(slot, envelopes[i]))
 
         n = min(len(self._clients), len(envelopes))
         await asyncio.gather(*(worker(s) for s in range(n)))
+        # The batch is over with refusals still held, so no RCPT was accepted: every
+        # recipient refused alike at RCPT (two or more, or one that reads as policy) is the
+        # relay's refusal; anything else is what it says (a bounce, a refused message).
+        rcpt = [(o.refused, o.recipient) for _, o, _ in held
+                if o.refused is not None and o.refused.stage == "RCPT"]
+        if rcpt and len(rcpt) == len(held) and all_the_same(rcpt):
+            self._refuse(rcpt[0][0])
+        for i, out, _ in held:
+            report(i, self._as_session(out) if self.refusal is not None else out)
+        held.clear()
         return [r for r in results if r is not None]
 
     async def _close_all(self) -> None:

@@ -8,18 +8,24 @@ passes a `progress(n, total)` callback.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import stat
-from collections.abc import Callable, Iterable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.config import Config
-from digest.errors import ParseError
+from digest.errors import DigestError, ParseError
 from digest.ingest import MAX_BYTES, Parsed, decode_story_bytes, parse_file
 from digest.ingest.text import FUTURE_SLACK, derive_id, source_id
-from digest.models import Story
-from digest.store import Store
+from digest.models import Story, iso
+from digest.pipeline.status import LAST_INGEST, record_run
+from digest.store import DamagedBody, Store, open_store
 
 STORY_SUFFIXES = (".txt", ".json", ".md")
 # Store meta: resolved path of a file whose story id is a title hash → the id it produced,
@@ -99,7 +105,8 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             # (/etc/passwd, a private key): inside a directory, only regular files count.
             # A file named on the command line is the operator's explicit choice.
             links = [c for c in found if c.is_symlink()]
-            missing += [f"{c}: is a symlink; not followed inside an inbox directory" for c in links]
+            missing += [f"{c}:1: is a symlink; not followed inside an inbox directory"
+                        for c in links]
             found = [c for c in found if not c.is_symlink()]
         elif p.exists():
             found = [p]
@@ -145,6 +152,168 @@ def _read(path: Path, shown: str) -> tuple[bytes | None, str, ParseError | None]
     return data, hashlib.sha256(data).hexdigest(), None
 
 
+class _BadTime(ParseError):
+    """A file whose modification time cannot date a story (out of range, or in the future)."""
+
+
+def _file_time(path: Path, shown: str, now: datetime) -> datetime:
+    """The file's mtime as the time its relative ages count from, never later than `now`.
+
+    A time past what datetime holds (9999-12-31 on tmpfs, `@1e15`) or more than a day ahead
+    (an ext4 file dated 2446 would top every feed for ever) rejects the file, alone."""
+    hint = (f"set the file's time (touch {shown}), or give the time with "
+            "`digest ingest --as-of ISO8601`")
+    try:
+        ns = path.stat().st_mtime_ns
+    except OSError as e:
+        raise _BadTime(shown, 1, f"cannot read its modification time: {e.strerror}",
+                       "check the path") from e
+    try:
+        when = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    except (OverflowError, OSError, ValueError) as e:
+        raise _BadTime(shown, 1, f"modification time ({ns // 1_000_000_000} s since 1970) "
+                       "is outside the years 1-9999", hint) from e
+    if when > now + FUTURE_SLACK:
+        raise _BadTime(shown, 1, f"modification time {iso(when)} is in the future", hint)
+    return min(when, now)
+
+
+def check_as_of(as_of: datetime | None, now: datetime | None = None) -> datetime | None:
+    """`--as-of` as an aware time; a time more than a day ahead is refused: every story
+    the run derives a time for would be dated in the future (and 9999-12-31 overflows)."""
+    if as_of is None:
+        return None
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    if as_of > now + FUTURE_SLACK:
+        raise DigestError(f"--as-of {iso(as_of)} is in the future (now is {iso(now)})",
+                          "give the time the story files were written, at most a day ahead")
+    return as_of
+
+
+# Runs of at least this many files parse in worker processes, one per core: parsing is pure
+# and CPU-bound, and a fork costs ~10 ms a worker, which a few hundred files repay.
+PARALLEL_MIN_FILES = 200
+CHUNK_FILES = 50  # files per task sent to a worker
+# Stories stored per transaction: a 10k-file run keeps ~1k parsed stories in memory, not 10k.
+# Each batch is atomic; a run killed between batches has stored the earlier ones (a rerun
+# reports them unchanged).
+BATCH_STORIES = 1000
+
+
+@dataclass
+class _Prepared:
+    """What reading and parsing one file gave (picklable: it may come from a worker)."""
+
+    key: str  # the resolved path: the quarantine's and origin_ids' key
+    fp: str  # the content fingerprint ("" when the file could not be read)
+    parsed: list[Parsed] | None = None  # None when rejected, or skipped as quarantined
+    error: tuple[str, str] | None = None  # (FILE:LINE: reason, hint)
+    quarantine: str | None = None  # why to quarantine it (with `fp`), for a ParseError
+
+
+def _prepare(path: Path, quarantined: Mapping[str, str], as_of: datetime | None) -> _Prepared:
+    """Read and parse one file; pure but for reading it (safe in a worker process). A file
+    quarantined with the same fingerprint is not parsed."""
+    shown, key = str(path), str(path.resolve())
+    data, fp, err = _read(path, shown)
+    if fp and quarantined.get(key) == fp:
+        return _Prepared(key, fp)
+    try:
+        if err is not None:
+            raise err
+        assert data is not None
+        # With --as-of the operator states the time; else the mtime is only a guess at
+        # it, and a file copied with its old mtime may still state a time up to now.
+        now = datetime.now(UTC)
+        when = as_of or _file_time(path, shown, now)
+        latest = None if as_of else now + FUTURE_SLACK
+        return _Prepared(key, fp, parsed=parse_file(decode_story_bytes(data, shown), shown,
+                                                    when, not_after=latest))
+    except _BadTime as e:
+        # Not quarantined: the fix (touch, or --as-of) leaves the bytes unchanged.
+        return _Prepared(key, fp, error=(str(e.message), e.hint))
+    except ParseError as e:
+        return _Prepared(key, fp, error=(str(e.message), e.hint),
+                         quarantine=f"line {e.line}: {e.reason}" if fp else None)
+    except (RecursionError, ValueError, KeyError, TypeError, IndexError,
+            ArithmeticError) as e:
+        # A parser bug must not sink the whole run; not quarantined, so a fixed parser
+        # picks the file up again without anyone touching it.
+        return _Prepared(key, fp, error=(f"{shown}:1: could not parse ({type(e).__name__}: {e})",
+                                         "this is a digest bug; please report it with the file"))
+
+
+_WORKER_QUARANTINED: Mapping[str, str] = {}
+
+
+def _worker_init(quarantined: Mapping[str, str]) -> None:
+    global _WORKER_QUARANTINED
+    _WORKER_QUARANTINED = quarantined
+
+
+def _prepare_chunk(paths: list[Path], as_of: datetime | None) -> list[_Prepared]:
+    return [_prepare(p, _WORKER_QUARANTINED, as_of) for p in paths]
+
+
+def _workers(nfiles: int) -> int:
+    """Worker processes for a run of `nfiles` files: 0 (parse in this process) for a small
+    run or a one-core machine."""
+    if nfiles < PARALLEL_MIN_FILES:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(cores, -(-nfiles // CHUNK_FILES)) if cores > 1 else 0
+
+
+def _prepared(files: list[Path], quarantined: Mapping[str, str],
+              as_of: datetime | None) -> Iterator[_Prepared]:
+    """`_prepare` of every file, in order: in this process for small runs, else in worker
+    processes, with a bounded number of chunks in flight (memory stays flat when storing is
+    slower than parsing)."""
+    n = _workers(len(files))
+    if n == 0:
+        for path in files:
+            yield _prepare(path, quarantined, as_of)
+        return
+    # fork shares the loaded code for free; a process with other threads (the daemon) uses
+    # forkserver, since a fork copies locks other threads may hold.
+    method = "fork" if threading.active_count() == 1 and "fork" in \
+        multiprocessing.get_all_start_methods() else "forkserver"
+    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method),
+                             initializer=_worker_init, initargs=(dict(quarantined),)) as pool:
+        pending: deque[Future[list[_Prepared]]] = deque()
+        todo = iter(chunks)
+        try:
+            for chunk in todo:
+                pending.append(pool.submit(_prepare_chunk, chunk, as_of))
+                if len(pending) >= 2 * n:
+                    break
+            while pending:
+                done = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_prepare_chunk, nxt, as_of))
+                yield from done
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+@dataclass
+class _Batch:
+    """What one transaction stores: stories, quarantine changes and origin ids."""
+
+    good: list[Parsed] = field(default_factory=list)
+    quarantine: list[tuple[str, str, str]] = field(default_factory=list)  # (key, fp, reason)
+    release: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # resolved path → title-hash id
+
+
 def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: datetime | None = None,
                  *, progress: Progress | None = None,
                  echo: Callable[[str], None] | None = None) -> IngestReport:
@@ -152,65 +321,57 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
 
     Returns the report; nothing is printed. `progress(n, total)` is called as the n-th
     file is read; `echo`, if given, gets each line of `report.lines()` as the run reaches it (skips
-    while reading, stories after the commit, the summary last).
+    while reading, stories after each commit, the summary last).
 
-    Parsing happens before the store lock is taken; then every upsert and quarantine change
-    is written in ONE transaction. Times: `as_of` (default: each file's mtime) resolves
-    relative ages. A story already stored keeps its stored `published` when the new one is
-    derived (ages, or an article's as_of): re-reading the same card later must not move it,
-    while a time the file states exactly (JSON `published`, a dated header) wins."""
+    Parsing happens outside the store lock (in worker processes, one per core, for runs of
+    `PARALLEL_MIN_FILES` files or more); the stories, quarantine changes and origin ids are
+    then written in transactions of up to `BATCH_STORIES` stories, the last one also
+    recording the run. Events come in file order, a batch's stories after its commit; a
+    story id defined by two files is rejected across the whole run. Times: `as_of` (default:
+    each file's mtime) resolves relative ages. A story already stored keeps its stored
+    `published` when the new one is derived (ages, or an article's as_of): re-reading the same
+    card later must not move it, while a time the file states exactly (JSON `published`, a
+    dated header) wins."""
+    as_of = check_as_of(as_of)
     report = IngestReport()
     files, missing = story_files(list(paths) if paths else list(config.ingest.paths))
     report.files = len(files)
     for msg in missing:
         _reject(report, msg, "check the path, or [ingest] paths in config.toml")
-    store = Store(config.store.path)
+    store = open_store(config.store)
 
-    good: list[Parsed] = []
     origins = _origin_ids(store)
-    new_origins: dict[str, str] = {}  # resolved path → title-hash id, recorded on commit
+    # The quarantine as the run starts (one read, not one query per file).
+    entries = {d["path"]: d for d in store.quarantine_items()}
+    quarantined = {k: d.get("fingerprint") for k, d in entries.items()}
     owner: dict[str, str] = {}  # story id → file that defined it in this run
-    quarantine: list[tuple[str, str, str]] = []  # (key, fingerprint, reason)
-    release: list[str] = []
-    for i, path in enumerate(files, 1):
+    counts = dict.fromkeys(("added", "updated", "unchanged"), 0)
+    batch = _Batch()
+    for i, (path, prep) in enumerate(zip(files, _prepared(files, quarantined, as_of),
+                                         strict=True), 1):
         if progress is not None:
             progress(i, len(files))
-        shown, key = str(path), str(path.resolve())
-        data, fp, err = _read(path, shown)
-        old = store.quarantine_get(key) if fp else None
-        if old is not None and old.get("fingerprint") == fp:
+        shown, key = str(path), prep.key
+        old = entries.get(key) if prep.fp else None
+        if old is not None and old.get("fingerprint") == prep.fp:
             report.skipped.append(shown)
             _note(report, echo, "skipped", f"{shown}: skipped (quarantined: "
                   f"{old.get('reason', '')}; edit the file to retry)")
             continue
-        try:
-            if err is not None:
-                raise err
-            assert data is not None
-            when = as_of or datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            # With --as-of the operator states the time; else the mtime is only a guess at
-            # it, and a file copied with its old mtime may still state a time up to now.
-            latest = None if as_of else max(when, datetime.now(UTC)) + FUTURE_SLACK
-            parsed = parse_file(decode_story_bytes(data, shown), shown, when,
-                                not_after=latest)
-        except ParseError as e:
-            _reject(report, str(e.message), e.hint)
-            if fp:
-                quarantine.append((key, fp, f"line {e.line}: {e.reason}"))
+        if prep.error is not None:
+            _reject(report, *prep.error)
+            if prep.quarantine is not None:
+                batch.quarantine.append((key, prep.fp, prep.quarantine))
             continue
-        except (RecursionError, ValueError, KeyError, TypeError, IndexError) as e:
-            # A parser bug must not sink the whole run; not quarantined, so a fixed parser
-            # picks the file up again without anyone touching it.
-            _reject(report, f"{shown}:1: could not parse ({type(e).__name__}: {e})",
-                    "this is a digest bug; please report it with the file")
-            continue
+        parsed = prep.parsed
+        assert parsed is not None
         tracked = _title_hashed(parsed, shown)
         if tracked is not None:
             prev = origins.get(key)
             if (prev and prev != tracked.id and prev not in owner
                     and store.story_hash(prev) is not None):
                 tracked.id = prev  # same file, edited title: the same story, updated
-            new_origins[key] = tracked.id
+            batch.origins[key] = tracked.id
         dup = next((p.story.id for p in parsed if p.story.id in owner), None)
         if dup is not None:
             _reject(report, f"{shown}:1: story id {dup} is also in {owner[dup]}",
@@ -218,30 +379,52 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             continue
         for p in parsed:
             owner[p.story.id] = shown
-        good.extend(parsed)
+        batch.good.extend(parsed)
         if old is not None:
-            release.append(key)
+            batch.release.append(key)
+        if len(batch.good) >= BATCH_STORIES:
+            _store_batch(store, batch, as_of, report, echo, counts)
+            batch = _Batch()
+    _store_batch(store, batch, as_of, report, echo, counts, last=True)
+    if echo is not None:
+        echo(report.summary())
+    return report
 
+
+def _store_batch(store: Store, batch: _Batch, as_of: datetime | None, report: IngestReport,
+                 echo: Callable[[str], None] | None, counts: dict[str, int],
+                 last: bool = False) -> None:
+    """One transaction: the batch's stories, quarantine changes and origin ids (and, for the
+    `last` batch, the run's record); then one event per story, in order."""
+    good = batch.good
     with store.transaction():
         for p in good:
-            _keep_published(store, p)
-        results = store.upsert_stories([p.story for p in good])
-        for key, fp, reason in quarantine:
+            # An explicit --as-of restates when the files were written: their derived times
+            # are resolved again (and reported as updated), not kept from the store.
+            if as_of is None:
+                _keep_published(store, p)
+        retimed = _retimed(store, good) if as_of is not None else set()
+        results = store.upsert_stories([p.story for p in good], force=retimed) if good else []
+        for key, fp, reason in batch.quarantine:
             store.quarantine_put(key, fp, reason)
-        for key in release:
+        for key in batch.release:
             store.quarantine_clear(key)
-        if new_origins:
+        if batch.origins:
             merged = _origin_ids(store)  # re-read under the lock: another ingest may have run
-            if any(merged.get(k) != v for k, v in new_origins.items()):
-                store.meta_set(ORIGIN_IDS_KEY, merged | new_origins)
+            if any(merged.get(k) != v for k, v in batch.origins.items()):
+                store.meta_set(ORIGIN_IDS_KEY, merged | batch.origins)
+        for _, st in results:
+            counts[st] += 1
+        # Only a run that changed something is recorded: a no-op ingest (the daemon's usual
+        # tick) must not rewrite the store.
+        if last and (counts["added"] or counts["updated"] or report.rejections):
+            record_run(store, LAST_INGEST, datetime.now(UTC), files=report.files, **counts,
+                       rejected=len(report.rejections), skipped=len(report.skipped))
     titles = {p.story.id: p.story.title[p.story.languages[0]] for p in good}
     for sid, status in results:
         getattr(report, status).append(sid)
         title = titles[sid]
         _note(report, echo, status, f"{status} {sid}  {title[:100] + '…' if len(title) > 100 else title}")
-    if echo is not None:
-        echo(report.summary())
-    return report
 
 
 def _origin_ids(store: Store) -> dict[str, str]:
@@ -260,13 +443,31 @@ def _title_hashed(parsed: list[Parsed], shown: str) -> Story | None:
     return s
 
 
+def _retimed(store: Store, good: list[Parsed]) -> set[str]:
+    """Ids of stored stories with the same text whose times an explicit --as-of changed."""
+    out = set()
+    for p in good:
+        s = p.story
+        if store.story_hash(s.id) == s.content_hash():
+            try:
+                old = store.get_story(s.id)
+            except DamagedBody:
+                continue  # upsert_stories rewrites a damaged body anyway
+            if old is not None and (old.published, old.updated) != (s.published, s.updated):
+                out.add(s.id)
+    return out
+
+
 def _keep_published(store: Store, p: Parsed) -> None:
     """For a changed, already stored story with derived times, keep the stored `published`."""
     s = p.story
     stored_hash = store.story_hash(s.id)
     if stored_hash is None or stored_hash == s.content_hash() or p.exact_times:
         return
-    old = store.get_story(s.id)
+    try:
+        old = store.get_story(s.id)
+    except DamagedBody:
+        return  # the stored body cannot be read (this ingest rewrites it): keep the new times
     if old is not None:
         s.published = old.published
         s.updated = max(s.updated, s.published)

@@ -20,12 +20,12 @@ from typing import Any
 
 from digest.config import Config
 from digest.models import Story
+from digest.publish import editions as edpub
 from digest.publish import workers as pageworkers
 from digest.publish.feeds import FORMATS, FeedSpec
 from digest.publish.keys import (
     build_key,
     file_keys,
-    store_signature,
     story_sigs,
     unix_seconds,
 )
@@ -33,6 +33,7 @@ from digest.publish.plan import Plan, make_plan, select
 from digest.publish.rank import Ranked, rank
 from digest.publish.site import story_path, tag_page_path
 from digest.publish.tree import Tree, open_tree
+from digest.store.base import DamagedBody
 
 
 @dataclass
@@ -43,18 +44,26 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)
     feeds: list[str] = field(default_factory=list)  # relpaths of every feed file
     stories: int = 0
+    websub: Any = None  # digest.pipeline.websub.WebSubReport when hubs are configured or pending
+    skipped: list[str] = field(default_factory=list)  # ids of stories whose body is damaged
+    warnings: list[str] = field(default_factory=list)  # one per skipped story, with its hint
 
     def summary(self) -> str:
         total = len(self.written) + len(self.unchanged)
-        return (f"published {self.stories} stories, {len(self.feeds)} feed files, {total} files "
+        text = (f"published {self.stories} stories, {len(self.feeds)} feed files, {total} files "
                 f"in {self.output}: {len(self.written)} written, {len(self.unchanged)} unchanged, "
                 f"{len(self.removed)} removed")
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped (damaged body)"
+        if self.websub is not None and (self.websub.hubs or self.websub.dropped):
+            text += "; " + self.websub.summary()
+        return text
 
 
 def _open_store(config: Config):  # -> digest.store.Store, imported late: an edge module
-    from digest.store import Store
+    from digest.store import open_store
 
-    return Store(config.store.path)
+    return open_store(config.store)
 
 
 def rank_stories(config: Config, now: datetime, lang: str | None = None, tag: str | None = None,
@@ -74,7 +83,8 @@ def _unchanged_report(tree: Tree, out: Path, build: str, sig: str, now: datetime
     last run left it, and no story newer than `now` (the rank order does not depend on
     `now` otherwise; see digest.publish.rank.order_key)."""
     meta = tree.meta
-    if tree.build != build or meta.get("store") != sig or meta.get("future", True):
+    if tree.build != build or meta.get("store") != sig or meta.get("future", True) \
+            or meta.get("skipped"):  # a story skipped last time may be readable now
         return None
     if not isinstance(meta.get("max_published"), int) or now.timestamp() < meta["max_published"]:
         return None
@@ -87,14 +97,45 @@ def _unchanged_report(tree: Tree, out: Path, build: str, sig: str, now: datetime
 def publish(config: Config, now: datetime | None = None) -> PublishReport:
     """Write feeds, story pages, tag pages, index.html and feeds.opml into `[feeds] output`;
     files whose bytes did not change are not touched, and files of vanished tags or stories
-    are removed."""
+    are removed. The run is recorded in store meta (`last_publish`, for `digest status`)."""
+    from digest.pipeline.status import LAST_PUBLISH, record_run
+
     now = now or datetime.now(UTC)
-    out = Path(config.feeds.output)
     store = _open_store(config)
+    report = _publish(config, store, now)
+    if report.written or report.removed or store.meta_get(LAST_PUBLISH) is None:
+        # a publish that changed nothing leaves the store alone (the daemon ticks often)
+        record_run(store, LAST_PUBLISH, datetime.now(UTC), written=len(report.written),
+                   unchanged=len(report.unchanged), removed=len(report.removed),
+                   stories=report.stories)
+    report.websub = _ping(config, store, report)
+    return report
+
+
+def _ping(config: Config, store: Any, report: PublishReport) -> Any:
+    """WebSub pings for the feeds whose bytes changed, after the tree is committed and its
+    lock released (hubs fetch what is on disk); retries the ones earlier publishes left. A
+    hub never fails the publish: what it does not take stays queued (digest.pipeline.websub)."""
+    from digest.errors import DigestError
+    from digest.pipeline import websub
+
+    urls = websub.feed_urls(config, report.written, report.feeds) if config.websub.hubs else []
+    try:
+        return websub.ping_hubs(config, store, urls, datetime.now(UTC))
+    except (DigestError, OSError) as e:  # the store, not a hub: the files are published anyway
+        websub.log.warning("websub: pings not sent: %s", e)
+        return None
+
+
+def _publish(config: Config, store: Any, now: datetime) -> PublishReport:
+    out = Path(config.feeds.output)
     build = build_key(config)
     with open_tree(out) as tree:
-        sig = store_signature(config.store.path)
-        done = _unchanged_report(tree, out, build, sig, now)
+        sig = store.signature()
+        # Editions live in store meta, not in the signature: their own signature decides.
+        esig = edpub.signature(_edition_records(config, store))
+        done = _unchanged_report(tree, out, build, sig, now) \
+            if tree.meta.get("editions", "") == esig else None
         if done is not None:
             return done
         # One read transaction: a consistent snapshot of index and hashes, and the store
@@ -102,87 +143,156 @@ def publish(config: Config, now: datetime | None = None) -> PublishReport:
         with store.transaction():
             index = store.list_stories()
             hashes = {s.id: store.story_hash(s.id) for s in index}
-        plan = make_plan(config, index, now)
-        sigs = story_sigs(plan, hashes)
-        keys = file_keys(plan, sigs)
-        valid = tree.build == build
+        # A story whose body cannot be read is skipped, not the whole publish: a round
+        # collects every damaged body it needs; the next plans without those stories (their
+        # pages stay as the last publish wrote them). Rounds end when none is found.
+        damaged: dict[str, DamagedBody] = {}
+        while True:
+            found: dict[str, DamagedBody] = {}
+            stories = [s for s in index if s.id not in damaged]
+            result = _render(config, store, tree, build, now, stories, hashes, found)
+            if not found:
+                break
+            tree.close()  # this round's staged files
+            damaged.update(found)
+        plan, keys, sigs, kept, same = result
+        kept += [r for r in (story_path(i) for i in sorted(damaged))
+                 if r in tree.previous and (out / r).is_file()]
+        max_pub = max((unix_seconds(s.published) for s in stories), default=0)
+        meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
+                "stories": len(stories), "feeds": plan.feed_paths(),
+                "items": {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}}
+        if damaged:
+            meta["skipped"] = sorted(damaged)
+        if esig:
+            meta["editions"] = esig
+        report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta)
+    return PublishReport(output=out, written=report.written, unchanged=report.unchanged,
+                         removed=report.removed, feeds=plan.feed_paths(), stories=len(stories),
+                         skipped=sorted(damaged),
+                         warnings=[_skip_warning(damaged[i]) for i in sorted(damaged)])
 
-        def fresh(rel: str) -> bool:
-            return valid and tree.fresh(rel, keys[rel])
 
-        kept: list[str] = []
-        same: list[str] = []
+def _skip_warning(e: DamagedBody) -> str:
+    return f"skipped story {e.story_id}: {e.message}" + (f" (hint: {e.hint})" if e.hint else "")
 
-        def emit(rel: str, data: bytes) -> None:
-            if tree.differs(rel, data):
-                tree.stage(rel, data)
-            else:
-                same.append(rel)
 
-        # Which feeds and story pages must be rebuilt; only their stories' bodies are read.
-        stale_specs = []
+def _render(config: Config, store: Any, tree: Tree, build: str, now: datetime,
+            index: list[Story], hashes: dict[str, Any], damaged: dict[str, DamagedBody]
+            ) -> tuple[Plan, dict[str, str], dict[str, str], list[str], list[str]]:
+    """Plan `index` and stage every stale file; a story whose body cannot be read lands in
+    `damaged` (and whatever needed it is left unstaged). Returns (plan, keys, sigs, kept,
+    unchanged)."""
+    plan = make_plan(config, index, now)
+    sigs = story_sigs(plan, hashes)
+    plan.edition_specs, edition_groups = _edition_files(config, plan,
+                                                        _edition_records(config, store), sigs)
+    keys = file_keys(plan, sigs)
+    for group in edition_groups:
+        keys.update(dict.fromkeys(group.paths, group.key))
+    valid = tree.build == build
+
+    def fresh(rel: str) -> bool:
+        return valid and tree.fresh(rel, keys[rel])
+
+    kept: list[str] = []
+    same: list[str] = []
+
+    def emit(rel: str, data: bytes) -> None:
+        if tree.differs(rel, data):
+            tree.stage(rel, data)
+        else:
+            same.append(rel)
+
+    # Which feeds and story pages must be rebuilt; only their stories' bodies are read.
+    stale_specs = []
+    for spec in plan.specs:
+        paths = [spec.path(fmt) for fmt, _, _, _ in FORMATS]
+        if all(fresh(p) for p in paths):
+            kept.extend(paths)
+        else:
+            stale_specs.append(spec)
+    stale_pages = []
+    for s in index:
+        if fresh(story_path(s.id)):
+            kept.append(story_path(s.id))
+        else:
+            stale_pages.append(s)
+
+    # Story pages are most of the work of a full publish: render them in forked workers
+    # (before this process starts any writer thread) while this one builds the feeds.
+    workers = pageworkers.fork_pages(store, plan, tree, stale_pages)
+    try:
+        bodies: dict[str, Story] = {}
+
+        def body(s: Story) -> Story:
+            full = bodies.get(s.id)
+            if full is None:
+                full = bodies[s.id] = pageworkers.load_body(store, s)
+            return full
+
+        old_items = tree.meta.get("items") if valid and isinstance(tree.meta.get("items"), dict) else {}
+        for spec in stale_specs:
+            _reuse_feed_content(tree, plan, spec, old_items.get(spec.key), sigs)
+            try:
+                files = plan.feed(spec, body)
+            except DamagedBody as e:
+                damaged.setdefault(e.story_id, e)  # the next round plans without it
+                continue
+            for rel, data in files.items():
+                emit(rel, data)
         for spec in plan.specs:
-            paths = [spec.path(fmt) for fmt, _, _, _ in FORMATS]
-            if all(fresh(p) for p in paths):
-                kept.extend(paths)
-            else:
-                stale_specs.append(spec)
-        stale_pages = []
-        for s in index:
-            if fresh(story_path(s.id)):
-                kept.append(story_path(s.id))
-            else:
-                stale_pages.append(s)
-
-        # Story pages are most of the work of a full publish: render them in forked workers
-        # (before this process starts any writer thread) while this one builds the feeds.
-        workers = pageworkers.fork_pages(store, plan, tree, stale_pages)
-        try:
-            bodies: dict[str, Story] = {}
-
-            def body(s: Story) -> Story:
-                full = bodies.get(s.id)
-                if full is None:
-                    full = bodies[s.id] = pageworkers.load_body(store, s)
-                return full
-
-            old_items = tree.meta.get("items") if valid and isinstance(tree.meta.get("items"), dict) else {}
-            for spec in stale_specs:
-                _reuse_feed_content(tree, plan, spec, old_items.get(spec.key), sigs)
-                for rel, data in plan.feed(spec, body).items():
-                    emit(rel, data)
-            for spec in plan.specs:
-                if spec.tag is not None and spec.slug is not None:
-                    rel = tag_page_path(spec.slug)
-                    if fresh(rel):
-                        kept.append(rel)
-                    else:
-                        emit(rel, plan.tag_page(spec))
-            for rel, make in (("index.html", plan.index), ("feeds.opml", plan.opml)):
+            if spec.tag is not None and spec.slug is not None:
+                rel = tag_page_path(spec.slug)
                 if fresh(rel):
                     kept.append(rel)
                 else:
-                    emit(rel, make())
-            if workers is None:
-                for s in stale_pages:
-                    emit(story_path(s.id), plan.story_page(body(s)))
-        except BaseException:
-            if workers is not None:
-                pageworkers.reap(workers)
-            raise
+                    emit(rel, plan.tag_page(spec))
+        for group in edition_groups:
+            if all(fresh(p) for p in group.paths):
+                kept.extend(group.paths)
+            else:
+                for rel, data in group.make().items():
+                    emit(rel, data)
+        for rel, make in (("index.html", plan.index), ("feeds.opml", plan.opml)):
+            if fresh(rel):
+                kept.append(rel)
+            else:
+                emit(rel, make())
+        if workers is None:
+            for e in pageworkers.render_pages(store, plan, tree, stale_pages, same):
+                damaged.setdefault(e.story_id, e)
+    except BaseException:
         if workers is not None:
-            for staged, unchanged in pageworkers.join(workers):
-                for rel, st in staged:
-                    tree.adopt(rel, st)
-                same.extend(unchanged)
+            pageworkers.reap(workers)
+        raise
+    if workers is not None:
+        for staged, unchanged, skipped in pageworkers.join(workers):
+            for rel, st in staged:
+                tree.adopt(rel, st)
+            same.extend(unchanged)
+            for e in skipped:
+                damaged.setdefault(e.story_id, e)
+    return plan, keys, sigs, kept, same
 
-        max_pub = max((unix_seconds(s.published) for s in index), default=0)
-        meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
-                "stories": len(index), "feeds": plan.feed_paths(),
-                "items": {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}}
-        report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta)
-    return PublishReport(output=out, written=report.written, unchanged=report.unchanged,
-                         removed=report.removed, feeds=plan.feed_paths(), stories=len(index))
+
+def _edition_records(config: Config, store: Any) -> dict[str, list[edpub.EditionRecord]]:
+    """The editions `digest send` recorded, per configured digest (digest.publish.editions)."""
+    return {d.name: edpub.load_records(d.name, store.meta_get(edpub.meta_key(d.name)))
+            for d in config.digests}
+
+
+def _edition_files(config: Config, plan: Plan, records: dict[str, list[edpub.EditionRecord]],
+                   sigs: dict[str, str]) -> tuple[list[FeedSpec], list[edpub.Group]]:
+    """The editions feeds and files: pages, archive indexes, feeds (their stories from the
+    index records of this publish: titles and TL;DRs)."""
+    if not any(records.values()):
+        return [], []
+    renderer = edpub.Renderer(plan.base, config.site.title, config.site.description,
+                              config.site.author, plan.site.render_page,
+                              {s.id: s for s in plan.stories}, config.tags, config.feeds.items)
+    infos = [edpub.DigestInfo(d.name, d.subject) for d in config.digests]
+    return edpub.plan_files(renderer, infos, records, sigs)
 
 
 def _reuse_feed_content(tree: Tree, plan: Plan, spec: FeedSpec, old_sigs: Any,

@@ -4,10 +4,11 @@ composition in digest.mail.message; this module holds the journal protocol aroun
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
+import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from digest import subscribers
 from digest.config import Config, DigestConfig
 from digest.errors import DeliveryError, DigestError
-from digest.fileio import locked
+from digest.mail.dkim import load_signer
 from digest.mail.editions import (
     Editions,
     Job,
@@ -26,12 +27,17 @@ from digest.mail.editions import (
     verdict,
 )
 from digest.mail.message import Composer
+from digest.mail.refusals import describe, session_hint
 from digest.mail.render import InvalidAddress
 from digest.mail.transports import Envelope, Outcome, Transport, open_transport
 from digest.models import Story, Subscriber, iso
+from digest.pipeline.explain import why_nothing
 from digest.pipeline.publishing import rank_stories
 from digest.pipeline.secrets import site_secret
-from digest.store import Store
+from digest.publish.editions import EditionRecord, combo_languages, langs_key, remember
+from digest.publish.editions import meta_key as edition_meta_key
+from digest.store import StoreBackend, email_key, open_store
+from digest.store.base import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger("digest.send")
 
@@ -51,6 +57,13 @@ def open_mail(config: Config) -> Transport:
             f"[smtp] username is set but ${smtp.password_env} is empty",
             f"export {smtp.password_env}=... (the password never goes in config.toml)")
     return open_transport(smtp, password or None)
+
+
+def dkim_sign(config: Config) -> Callable[[bytes], bytes] | None:
+    """What signs each message with the [dkim] key (mail/dkim.py), or None when digest does
+    not sign; raises DkimError (a DigestError with a hint) for an unusable key file."""
+    signer = load_signer(config.dkim)
+    return signer.sign if signer is not None else None
 
 
 def _ranked(config: Config, now: datetime) -> list[Story]:
@@ -74,7 +87,17 @@ class SendReport:
     waiting: list[tuple[str, str, str]] = field(default_factory=list)  # email, reason, retry at
     already_sent: int = 0
     not_due: int = 0
+    elsewhere: int = 0  # planned here, but claimed by another sender (shared store)
     renders: int = 0  # distinct bodies rendered (the rest were reused)
+    # The relay refused the session (a missing login, a relay that does not relay for us):
+    # the run stopped, nobody was marked bounced, nothing final; `stop_hint` is the fix.
+    stopped: str = ""
+    stop_hint: str = ""
+    why: dict[str, str] = field(default_factory=dict)  # email → why nothing new
+    active: int | None = None  # active subscribers seen (None: not counted)
+    other_digests: int = 0  # active, but chose other digests (Subscriber.digests)
+    editions: list[str] = field(default_factory=list)  # public pages recorded: date/langs
+    published: str = ""  # the publish after the send (edition pages): its summary or error
 
     def lines(self) -> list[str]:
         """Human report: a summary, then who did not get the edition and why."""
@@ -87,6 +110,13 @@ class SendReport:
         if self.given_up or self.waiting:
             out[0] += (f"; not retried (permanent) {len(self.given_up)}, "
                        f"retry later {len(self.waiting)}")
+        if self.elsewhere:
+            out[0] += f"; claimed by another sender {self.elsewhere}"
+        if self.other_digests:
+            out[0] += f"; chose other digests {self.other_digests}"
+        if self.stopped:
+            out[0] += "; STOPPED: the relay refused the session"
+            out += [f"  stopped: {self.stopped}", f"  hint: {self.stop_hint}"]
 
         def some(items: list, fmt: Callable[[object], str]) -> None:
             out.extend(fmt(x) for x in items[:REPORT_LIST_MAX])
@@ -103,7 +133,14 @@ class SendReport:
         some(self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (subscriber marked bounced)")
         some(self.ambiguous, lambda x: f"  resent {x[0]} after an unconfirmed attempt, "
                                        f"same Message-ID {x[1]}")
-        some(self.nothing_new, lambda x: f"  nothing new for {x}: no email")
+        some(self.nothing_new, lambda x: f"  nothing new for {x}: no email ("
+                                         f"{self.why.get(str(x), 'no story qualifies')})")
+        if self.active == 0:
+            out.append("  no active subscribers: add one with `digest subscribers add EMAIL`")
+        if self.editions:
+            out.append(f"  new edition pages: {', '.join(self.editions[:REPORT_LIST_MAX])}")
+        if self.published:
+            out.append(f"  {self.published}")
         return out
 
 
@@ -112,16 +149,43 @@ _FINAL = "(permanent: not retried)"
 # --- planning: the journal decides, digest.mail.editions rules ---------------------------------
 
 
-def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
-               due_only: bool, report: SendReport) -> list[Job]:
-    ranked = _ranked(config, now)
+def _active(store: StoreBackend) -> Iterator[Subscriber]:
+    return store.iter_subscribers(status="active")
+
+
+def _rotated(store: StoreBackend, rng: random.Random) -> Iterator[Subscriber]:
+    """The active subscribers from a random batch on, wrapping around: senders sharing a
+    store then start far apart and split the list instead of racing for the same claims
+    (a race costs nothing but a refused claim; `journal.claim` keeps it exactly once). Two
+    streamed passes (plus one to count), so nothing holds the whole list."""
+    batches = -(-sum(1 for _ in _active(store)) // BATCH)
+    start = rng.randrange(batches) * BATCH if batches > 1 else 0
+    if start:
+        yield from itertools.islice(_active(store), start, None)
+    yield from itertools.islice(_active(store), start)  # a subscriber added between the
+    # passes is seen twice (the second claim is refused) or not at all (the next run has it)
+
+
+def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
+               due_only: bool, report: SendReport, subs: Iterable[Subscriber] | None = None,
+               unconfirmed: set[str] | None = None,
+               ranked: list[Story] | None = None) -> Iterator[Job]:
+    """Jobs for `subs` (default: every active subscriber), planned lazily as the sender
+    pulls them. Emails whose last record is an unconfirmed `sending` go into `unconfirmed`
+    (the sender warns once it holds the claim: on a shared store the record may be another
+    sender's live one)."""
+    ranked = _ranked(config, now) if ranked is None else ranked
     by_id = {s.id: s for s in ranked}
     tag_keys = {s.id: story_tag_keys(s, config.tags) for s in ranked}
     edition_of = Editions(dcfg.cron, now, timedelta(hours=config.schedule.grace_hours), due_only)
     max_age = timedelta(hours=dcfg.max_age_hours)
     journal = store.journal
-    jobs: list[Job] = []
-    for sub in store.list_subscribers(status="active"):
+    report.active = 0
+    for sub in _active(store) if subs is None else subs:
+        report.active += 1
+        if dcfg.name not in config.digests_of(sub.digests):  # chose other digests
+            report.other_digests += 1
+            continue
         edition = edition_of(reader_zone(sub.timezone))
         if edition is None:
             report.not_due += 1
@@ -146,35 +210,71 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
             if missing:
                 stories += store.get_stories(missing)
             if stories:
-                if prev.get("state") == "sending":
-                    log.warning("%s %s %s: attempted before without a recorded outcome; "
-                                "resending with the same Message-ID", dcfg.name, edition,
-                                sub.email)
-                jobs.append(Job(sub, edition, stories, resend=True, attempt=v.attempt))
+                if prev.get("state") == "sending" and unconfirmed is not None:
+                    unconfirmed.add(email_key(sub.email))
+                yield Job(sub, edition, stories, resend=True, attempt=v.attempt)
                 continue
-        sent = journal.sent_story_ids(sub.email)
+        # Per digest: a reader of the daily and the weekly gets the week's best in the
+        # weekly, not only what the daily left out.
+        sent = journal.sent_story_ids(sub.email, dcfg.name)
         stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys,
-                               now=now, max_age=max_age)
+                               now=now, max_age=max_age, languages=sub.languages)
         if not stories:
-            log.info("%s %s: nothing new for %s; no email", dcfg.name, edition, sub.email)
+            why = why_nothing(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
+                              config.tags)
+            log.info("%s %s: nothing new for %s; no email (%s)", dcfg.name, edition, sub.email,
+                     why)
             report.nothing_new.append(sub.email)
+            report.why[sub.email] = why
             continue
-        jobs.append(Job(sub, edition, stories))
-    return jobs
+        yield Job(sub, edition, stories)
+
+
+# --- editions on the web: what each mail's View online / Archived-At URL shows ----------------
+
+
+def _record_editions(store: StoreBackend, dcfg: DigestConfig, batch: Sequence[Job],
+                     ranked: Sequence[Story], now: datetime, report: SendReport,
+                     recorded: set[tuple[str, str]]) -> None:
+    """Record in store meta each (edition, language combination) of `batch` not recorded
+    yet, with its public selection (digest.publish.editions): the top max_stories ranked
+    stories in those languages published within max_age_hours of `now` — no reader's tags,
+    nothing removed as already sent. The first send of an edition fixes it. Recorded before
+    the mails go, so the page a mail links is published by the publish that follows."""
+    wanted = {(j.edition, langs_key(j.sub.languages)) for j in batch} - recorded
+    if not wanted:
+        return
+    max_age = timedelta(hours=dcfg.max_age_hours)
+    key = edition_meta_key(dcfg.name)
+    with store.transaction():
+        stored = store.meta_get(key)
+        for edition, langs in sorted(wanted):
+            ids = tuple(s.id for s in plan_stories(ranked, (), (), dcfg.max_stories, now=now,
+                                                   max_age=max_age,
+                                                   languages=combo_languages(langs)))
+            new = remember(stored, EditionRecord(dcfg.name, edition, langs, ids, now))
+            if new is not None:
+                stored = new
+                report.editions.append(f"{edition}/{langs}")
+        if report.editions:
+            store.meta_set(key, stored)
+    recorded |= wanted
+
+
+def _publish_editions(config: Config, now: datetime, report: SendReport) -> None:
+    """Publish after a send, so the edition pages the mails link exist (an incremental
+    publish: only the editions files, index.html and feeds.opml are new). A failure does not
+    undo the send: it is logged and reported; the next publish writes the pages."""
+    from digest.pipeline.publishing import publish
+
+    try:
+        report.published = publish(config, now).summary()
+    except DigestError as e:
+        report.published = f"publish failed: {e.message}"
+        log.warning("%s: edition pages not published: %s", report.digest, e.message)
 
 
 # --- the journal protocol: `sending` before the transport, the outcome after --------------------
-
-
-@contextlib.contextmanager
-def _send_lock(store: Store, name: str) -> Iterator[None]:
-    """One sender per digest at a time across processes (the daemon and a manual `digest
-    send`): both planning from the same journal would each send the missing editions."""
-    with locked(store.path / f"send-{name.encode().hex()[:64]}.lock", timeout=0,
-                what=f"digest {name!r}", error=DeliveryError,
-                hint="another `digest send` is sending it: wait for it to finish; a rerun "
-                     "then sends only what is missing"):
-        yield
 
 
 def _record(dcfg: DigestConfig, job: Job, state: str, mid: str, ids: Sequence[str],
@@ -192,51 +292,89 @@ def send_digest(config: Config, name: str | None = None, now: datetime | None = 
                 transport: Transport | None = None) -> SendReport:
     """Send the due edition of digest `name` to every active subscriber missing it.
 
-    Exactly once: each batch is journalled `sending` (one fsync) before the transport sees
-    it and `sent`/`failed`/`bounced` after; a rerun skips what is sent and resends an
-    unconfirmed attempt with the same content and Message-ID. `dry_run` sends and records
-    nothing. `transport` overrides [smtp] (tests, the daemon's shared pool).
+    Exactly once: each batch is claimed in the journal (`sending`, a unique key per digest,
+    edition and subscriber) before the transport sees it and `sent`/`failed`/`bounced` after;
+    a job another sender claimed is left to it, so several processes and nodes on one
+    PostgreSQL database share the work. A rerun skips what is sent and resends an
+    unconfirmed attempt whose claim lapsed with the same content and Message-ID. `dry_run`
+    sends and records nothing. `transport` overrides [smtp] (tests, the daemon's pool).
     """
     now = now or datetime.now(UTC)
     dcfg = config.digest(name)
-    store = Store(config.store.path)
+    store = open_store(config.store)
     report = SendReport(dcfg.name, dry_run=dry_run)
-    if dry_run:
-        return _send_locked(config, dcfg, store, now, True, due_only, transport, report)
-    with _send_lock(store, dcfg.name):
-        return _send_locked(config, dcfg, store, now, False, due_only, transport, report)
+    try:
+        if dry_run:
+            return _send_locked(config, dcfg, store, now, True, due_only, transport, report)
+        # Once per run: unconfirmed subscriptions older than [web] pending_days go (the web's
+        # subscribe sweeps only the one shard it touches).
+        store.expire_pending(now - timedelta(days=config.web.pending_days))
+        with store.send_lock(dcfg.name):  # embedded: one sender; PostgreSQL: no exclusion
+            _send_locked(config, dcfg, store, now, False, due_only, transport, report)
+        if report.sent or report.failed or report.bounced:  # `digest status`, /healthz
+            from digest.pipeline.status import LAST_SEND, record_run
+
+            record_run(store, LAST_SEND, datetime.now(UTC), digest=dcfg.name,
+                       sent=len(report.sent), failed=len(report.failed),
+                       bounced=len(report.bounced))
+        if report.sent or report.editions:
+            _publish_editions(config, now, report)
+        return report
+    finally:
+        store.close()
 
 
-def _send_locked(config: Config, dcfg: DigestConfig, store: Store, now: datetime,
+def _send_locked(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
                  dry_run: bool, due_only: bool, transport: Transport | None,
                  report: SendReport) -> SendReport:
-    jobs = _plan_jobs(config, dcfg, store, now, due_only, report)
-    if not jobs:
-        report.renders = 0
-        return report
-    composer = Composer(config, dcfg, site_secret(config, store, persist=not dry_run), now)
-    if dry_run:
-        for job in jobs:
-            body = composer.body(job.sub.languages, job.stories, job.edition)
-            report.would_send.append((job.sub.email, job.edition, len(body.story_ids)))
-        report.renders = len(composer.bodies)
-        return report
+    # Streaming: subscribers are planned one batch at a time as the sender pulls them and a
+    # batch's message bytes go when it is done, so memory holds one body per distinct content
+    # (the Composer's cache) plus one batch, whatever the subscriber count.
+    exclusive = store.kind == "embedded"  # send_lock made this the only sender
+    subs = None if dry_run or exclusive else _rotated(store, random.Random())
+    unconfirmed: set[str] = set()
+    ranked = _ranked(config, now)
+    jobs = _plan_jobs(config, dcfg, store, now, due_only, report, subs, unconfirmed, ranked)
+    recorded: set[tuple[str, str]] = set()  # (edition, langs) known to be in store meta
+    # Under an exclusive send lock any `sending` record is a dead sender's: free at once.
+    # Shared: free when the claiming session ended or after the lease (the backend decides).
+    lease = 0.0 if exclusive else CLAIM_LEASE_SECONDS
+    composer: Composer | None = None
     own = transport is None
-    transport = transport or open_mail(config)
-    sender = composer.renderer.sender_addr
     try:
-        for start in range(0, len(jobs), BATCH):
-            _send_batch(store, dcfg, composer, transport, sender, jobs[start:start + BATCH],
-                        now, report)
+        while batch := list(itertools.islice(jobs, BATCH)):
+            if composer is None:  # first job: nothing due persists no site secret
+                composer = Composer(config, dcfg,
+                                    site_secret(config, store, persist=not dry_run), now,
+                                    sign=None if dry_run else dkim_sign(config))
+            if dry_run:
+                for job in batch:
+                    body = composer.body(job.sub.languages, job.stories, job.edition)
+                    report.would_send.append((job.sub.email, job.edition, len(body.story_ids)))
+                continue
+            transport = transport or open_mail(config)
+            _record_editions(store, dcfg, batch, ranked, now, report, recorded)
+            _send_batch(store, dcfg, composer, transport, composer.renderer.sender_addr,
+                        batch, now, report, lease, unconfirmed)
+            unconfirmed.clear()
+            if transport.refusal is not None:  # every later message would be refused too
+                smtp = config.smtp
+                report.stopped = describe(transport.refusal, smtp.username)
+                report.stop_hint = session_hint(
+                    transport.refusal, password_env=smtp.password_env, username=smtp.username,
+                    sender=composer.renderer.sender_addr, host=smtp.host)
+                break
     finally:
-        if own:
+        if own and transport is not None:
             transport.close()
-    report.renders = len(composer.bodies)
+    report.renders = len(composer.bodies) if composer else 0
     return report
 
 
-def _send_batch(store: Store, dcfg: DigestConfig, composer: Composer, transport: Transport,
-                sender: str, jobs: list[Job], now: datetime, report: SendReport) -> None:
+def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
+                transport: Transport, sender: str, jobs: list[Job], now: datetime,
+                report: SendReport, lease: float = CLAIM_LEASE_SECONDS,
+                unconfirmed: set[str] | frozenset[str] = frozenset()) -> None:
     at = iso(now)
     built = []
     for job in jobs:
@@ -247,7 +385,24 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: Composer, transport:
             report.failed.append((shown, "refused: unsafe or invalid address"))
             continue
         built.append((job, data, mid, body))
-    store.journal.append([_record(dcfg, j, "sending", m, b.story_ids, at) for j, _, m, b in built])
+    # Claim before the SMTP conversation: only what this sender claimed is sent here.
+    claimed = store.journal.claim([_record(dcfg, j, "sending", m, b.story_ids, at)
+                                   for j, _, m, b in built], lease_seconds=lease)
+    mine = {(r["edition"], email_key(r["email"])) for r in claimed}
+    kept = []
+    for item in built:
+        job = item[0]
+        key = email_key(job.sub.email)
+        if (job.edition, key) not in mine:
+            report.elsewhere += 1
+            continue
+        if key in unconfirmed:
+            log.warning("%s %s %s: attempted before without a recorded outcome; resending "
+                        "with the same Message-ID", dcfg.name, job.edition, job.sub.email)
+        kept.append(item)
+    built = kept
+    if not built:
+        return
     # Group commit: outcomes are journalled as they arrive, at most one fsync per
     # FLUSH_SECONDS, so a kill loses only the last moment's `sent` records (those are then
     # resent with their Message-ID) while the per-message cost stays a fraction of an fsync.
@@ -270,7 +425,8 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: Composer, transport:
             last[0] = time.monotonic()
 
     outcomes: list[Outcome] = transport.send(
-        [Envelope(sender, j.sub.email, d, wire_ready=True) for j, d, _, _ in built],
+        [Envelope(composer.envelope_sender(j) if composer.return_path else sender,
+                  j.sub.email, d, wire_ready=True) for j, d, _, _ in built],
         on_outcome=on_outcome)
     for i, out in enumerate(outcomes):  # a transport that did not report as it went
         if i not in recorded:
@@ -288,7 +444,8 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: Composer, transport:
         else:
             reason = f"{out.reason} {_FINAL}" if out.permanent else out.reason
             report.failed.append((job.sub.email, reason))
-            log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, reason)
+            if not out.session:  # a refused session is logged once, by the transport
+                log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, reason)
     if bounced:
         with store.transaction():
             for email in bounced:
@@ -300,30 +457,66 @@ def _send_batch(store: Store, dcfg: DigestConfig, composer: Composer, transport:
 
 def preview(config: Config, name: str | None = None, email: str | None = None,
             langs: Sequence[str] | None = None, out: Path | None = None,
-            now: datetime | None = None) -> Path:
+            now: datetime | None = None, edition: str | None = None) -> Path:
     """Write the next edition for `email` (or for `langs`) as HTML, or as .eml if `out`
-    ends in .eml. Sends and records nothing."""
+    ends in .eml; with `edition` (a date), the edition `email` was sent that day, with the
+    stories its journal record names. Sends and records nothing."""
     now = now or datetime.now(UTC)
     dcfg = config.digest(name)
-    store = Store(config.store.path)
+    store = open_store(config.store)
+    if edition is not None:
+        return _write_preview(config, dcfg, store, now, out,
+                              *_sent_edition(store, dcfg.name, email, edition))
     if email:
         sub = store.get_subscriber(subscribers.normalize_email(email, "--email"))
         if sub is None:
             raise DigestError(f"--email: no subscriber {email}",
                               "list them with `digest subscribers list`, or use --lang")
-        sent = store.journal.sent_story_ids(sub.email)
+        sent = store.journal.sent_story_ids(sub.email, dcfg.name)
     else:
         sub = Subscriber(email="preview@example.com", status="active",
                          languages=subscribers.parse_languages(langs, "--lang"))
         sent = frozenset()
     ranked = _ranked(config, now)
     stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, now=now,
-                           max_age=timedelta(hours=dcfg.max_age_hours))
+                           max_age=timedelta(hours=dcfg.max_age_hours), languages=sub.languages)
     if not stories:
-        raise DigestError(f"nothing new to preview for {sub.email}",
-                          "ingest stories first (`digest ingest`), or preview another email")
+        why = why_nothing(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
+                          config.tags)
+        raise DigestError(f"nothing new to preview for {sub.email}: {why}",
+                          "ingest newer stories (`digest ingest`), raise [[digests]] "
+                          "max_age_hours, preview another --email, or look at a sent edition "
+                          "with --edition DATE")
+    return _write_preview(config, dcfg, store, now, out, sub, local_date(sub.timezone, now),
+                          stories)
+
+
+def _sent_edition(store: StoreBackend, digest: str, email: str | None,
+                  edition: str) -> tuple[Subscriber, str, list[Story]]:
+    """The subscriber, edition and stories of a journalled edition (`preview --edition`)."""
+    if not email:
+        raise DigestError("--edition needs --email: editions are per subscriber",
+                          f"digest preview --edition {edition} --email ADDRESS")
+    addr = subscribers.normalize_email(email, "--email")
+    rec = store.journal.state(digest, edition, addr)
+    if rec is None:
+        raise DigestError(f"no edition {edition} of {digest!r} was sent to {addr}",
+                          "editions are the subscriber's local dates (YYYY-MM-DD); "
+                          "`digest status` shows the latest")
+    ids = [str(i) for i in rec.get("stories") or []]
+    stories = store.get_stories(ids)
+    if not stories:
+        raise DigestError(f"the stories of edition {edition} to {addr} are no longer stored",
+                          "restore the store from a backup to see them")
+    sub = store.get_subscriber(addr) or Subscriber(email=addr, status="active")
+    return sub, edition, stories
+
+
+def _write_preview(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
+                   out: Path | None, sub: Subscriber, edition: str,
+                   stories: list[Story]) -> Path:
     composer = Composer(config, dcfg, site_secret(config, store), now)
-    data, _, body = composer.message(Job(sub, local_date(sub.timezone, now), stories))
+    data, _, body = composer.message(Job(sub, edition, stories))
     out = Path(out) if out else Path.cwd() / f"preview-{dcfg.name}.html"
     payload = data if out.suffix.lower() == ".eml" else \
         composer.html_page(body, sub.email).encode("utf-8")

@@ -9,9 +9,19 @@ Which tool builds what, and why (feedgen 1.0 traps measured in DESIGN.md):
   with the build time.
 - JSON Feed 1.1: orjson via digest.codec (same bytes as the json module's indent=2, faster); feedgen has no
   JSON Feed.
+WebSub (`[websub] hubs`): every format names its own absolute URL once (RSS/Atom
+`<atom:link rel="self">`, JSON Feed `feed_url`) and each hub (`<atom:link rel="hub">`, JSON
+Feed `hubs`). feedgen 1.0 writes only the self `atom:link` in RSS, so the hub links are
+inserted after it (`_rss_hubs`); with no hubs the bytes are what they were before.
 Every string is passed through `xml_text` first: XML 1.0 cannot hold most control
 characters (lxml raises), and C1 controls are discouraged. `<`, `&` and `]]>` are left
-alone: the serializers escape them, and nothing here uses CDATA.
+to the serializers (nothing here uses CDATA), except in the plain-text elements of RSS,
+where the RSS Profile asks for hexadecimal references (`&#x26;`, `&#x3C;`): readers guess
+whether an RSS title holds HTML, and the references tell them it does not (`_rss_plain`).
+
+Ids: every language version of a story is its own item, `urn:digest:story:<id>:<code>`
+(`item_urn`), with one title, one text and one `updated` in every feed that carries it;
+the `all` and tag feeds hold each story once, in its first language (`item_language`).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -154,9 +164,35 @@ def join_url(base_url: str, relpath: str) -> str:
     return base_url.rstrip("/") + "/" + relpath.lstrip("/")
 
 
-def story_urn(story_id: str) -> str:
-    """The item id of a story in every feed: from the story id only, never host or time."""
-    return f"urn:digest:story:{story_id}"
+ITEM_URN_PREFIX = "urn:digest:story:"
+
+
+def item_urn(story_id: str, code: str) -> str:
+    """The id of one language version (`en`, `zh-Hans`, `zh-Hant`) of a story, in every feed:
+    from the story id and the language only, never the host or the build time. Feed readers
+    (newsboat; the Atom spec) take one id for one item across all feeds, so the English and
+    the Chinese version must not share one."""
+    return f"{ITEM_URN_PREFIX}{story_id}:{code}"
+
+
+def split_item_urn(urn: str) -> tuple[str, str] | None:
+    """(story id, language code) of an `item_urn`, or None."""
+    if not urn.startswith(ITEM_URN_PREFIX) or ":" not in urn[len(ITEM_URN_PREFIX):]:
+        return None
+    sid, code = urn[len(ITEM_URN_PREFIX):].rsplit(":", 1)  # codes hold no colon; ids may
+    return sid, code
+
+
+def item_language(feed_language: str, languages: Sequence[str]) -> str | None:
+    """The one language version of a story that a feed carries: in the `en`/`zh` feeds the
+    story's text in that language (`zh` takes the first Chinese script), in the mixed `all`
+    and tag feeds its first language, so each story is there once, as the very item (same
+    id, title, text) the `en` or `zh` feed holds."""
+    for code in languages:
+        if feed_language not in ("en", "zh") or code == feed_language \
+                or (feed_language == "zh" and code.startswith("zh")):
+            return code
+    return None
 
 
 # --- feed data ---------------------------------------------------------------------------
@@ -186,6 +222,7 @@ class Feed:
     urls: dict[str, str]  # fmt → absolute URL of that format's file
     author: str
     items: tuple[FeedItem, ...]
+    hubs: tuple[str, ...] = ()  # WebSub hubs (absolute http(s) URLs), in config order
 
     @property
     def updated(self) -> datetime:
@@ -222,7 +259,49 @@ def rss_bytes(feed: Feed) -> bytes:
             fe.category([{"term": _c(t)} for t in item.tags])
         fe.description(_c(item.summary_html) or _c(item.title))
         fe.content(_c(item.content_html))  # no type="CDATA": `]]>` in text would break it
-    return fg.rss_str(pretty=True, encoding="UTF-8")
+    return _rss_hubs(_rss_plain(fg.rss_str(pretty=True, encoding="UTF-8")), feed.hubs)
+
+
+_RSS_SELF = re.compile(rb'\n( *)<atom:link [^>]*rel="self"[^>]*/>')
+
+
+def _attr(value: str) -> bytes:
+    """An XML attribute value (double-quoted) for a URL."""
+    return (xml_text(value).replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+            .encode("utf-8"))
+
+
+def _rss_hubs(xml: bytes, hubs: Sequence[str]) -> bytes:
+    """One `<atom:link rel="hub">` per hub right after the channel's self link. feedgen 1.0
+    writes no other atom:link in RSS; its self link is always there (`rss_bytes` sets it), in
+    the `atom` prefix its root declares."""
+    if not hubs:
+        return xml
+    m = _RSS_SELF.search(xml)
+    if m is None:  # cannot happen with feedgen 1.0; refuse rather than publish no hub
+        raise ValueError("RSS without an atom:link rel=self: cannot add the WebSub hub links")
+    links = b"".join(b"\n" + m[1] + b'<atom:link href="' + _attr(h) + b'" rel="hub"/>' for h in hubs)
+    return xml[:m.end()] + links + xml[m.end():]
+
+
+# Elements of RSS 2.0 whose text is plain text (item `description` and `content:encoded`
+# hold HTML; the channel's `description` is plain text, so it is taken before the first item).
+_RSS_PLAIN = re.compile(rb"(<(title|category|generator|language)(?:\s[^>]*)?>)([^<]*)(</\2>)")
+_CHANNEL_DESC = re.compile(rb"(<description>)([^<]*)(</description>)")
+
+
+def _hex_refs(text: bytes) -> bytes:
+    return text.replace(b"&amp;", b"&#x26;").replace(b"&lt;", b"&#x3C;")
+
+
+def _rss_plain(xml: bytes) -> bytes:
+    """`&` and `<` in RSS plain text as hexadecimal references (RSS Profile; the W3C
+    validator warns otherwise). lxml writes `&amp;`/`&lt;` and has no switch for this;
+    plain-text elements hold no markup, so their serialized text is rewritten in place."""
+    cut = xml.find(b"<item>")
+    head, items = (xml, b"") if cut < 0 else (xml[:cut], xml[cut:])
+    head = _CHANNEL_DESC.sub(lambda m: m[1] + _hex_refs(m[2]) + m[3], head, count=1)
+    return _RSS_PLAIN.sub(lambda m: m[1] + _hex_refs(m[3]) + m[4], head + items)
 
 
 # --- Atom 1.0 (lxml) ---------------------------------------------------------------------
@@ -246,6 +325,8 @@ def atom_bytes(feed: Feed) -> bytes:
         _sub(root, "subtitle", feed.description, type="text")
     _sub(root, "updated", iso(feed.updated))
     _sub(root, "link", rel="self", type=MEDIA_TYPES["atom"], href=feed.urls["atom"])
+    for hub in feed.hubs:
+        _sub(root, "link", rel="hub", href=hub)
     _sub(root, "link", rel="alternate", type="text/html", href=feed.home_url)
     author = _sub(root, "author")
     _sub(author, "name", feed.author or "digest")
@@ -281,6 +362,8 @@ def json_feed(feed: Feed) -> dict:
     if feed.language:
         out["language"] = feed.language
     out["authors"] = [{"name": _c(feed.author or "digest")}]
+    if feed.hubs:
+        out["hubs"] = [{"type": "WebSub", "url": hub} for hub in feed.hubs]
     items = []
     for item in feed.items:
         d = {

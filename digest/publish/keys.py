@@ -31,10 +31,10 @@ def _h(*parts: Any) -> str:
 
 # The modules whose code shapes the published bytes: a change to any of them rebuilds all.
 # (A name not imported at the first publish, e.g. a module not yet written, counts by name.)
-_CODE = ("digest.models", "digest.templating", "digest.codec", "digest.publish.rank",
+_CODE = ("digest.models", "digest.i18n", "digest.templating", "digest.codec", "digest.publish.rank",
          "digest.publish.plan", "digest.publish.feeds", "digest.publish.site",
          "digest.publish.tree", "digest.publish.keys", "digest.publish.workers",
-         "digest.pipeline.publishing")
+         "digest.publish.editions", "digest.mail.render", "digest.pipeline.publishing")
 _LIBS = ("jinja2", "markupsafe", "lxml", "feedgen", "orjson")
 
 
@@ -64,7 +64,7 @@ def _templates_key(root: Path = WEB_TEMPLATES) -> str:
 def build_key(config: Config) -> str:
     """What every file depends on besides the stories: settings, templates, code."""
     return _h("build/1", config.site, config.feeds.items, config.rank, sorted(config.tags.items()),
-              _templates_key(), _code_key())
+              config.websub.hubs, _templates_key(), _code_key())
 
 
 def store_signature(store_path: Path) -> str:
@@ -102,7 +102,7 @@ def file_keys(plan: Plan, sig: dict[str, str]) -> dict[str, str]:
     """relpath → build key, for every file of the plan (`sig` from `story_sigs`)."""
     keys: dict[str, str] = {}
     all_specs = _h([(s.key, s.title, s.description, s.language, s.tag, s.slug, s.home)
-                    for s in plan.specs])
+                    for s in [*plan.specs, *plan.edition_specs]])
     for spec in plan.specs:
         items = [sig[s.id] for s in plan.chosen[spec.key]]
         spec_id = (spec.key, spec.title, spec.description, spec.language, spec.tag, spec.slug, spec.home)
@@ -113,6 +113,7 @@ def file_keys(plan: Plan, sig: dict[str, str]) -> dict[str, str]:
             keys[tag_page_path(spec.slug)] = _h("tag", spec_id, items)
     for s in plan.stories:
         keys[story_path(s.id)] = "s|" + sig[s.id]
-    keys["index.html"] = _h("index", all_specs, [sig[s.id] for s in plan.top])
+    keys["index.html"] = _h("index", all_specs, [sig[s.id] for s in plan.top],
+                            [tuple(c) for c in plan.tag_choices])
     keys["feeds.opml"] = _h("opml", all_specs)
     return keys

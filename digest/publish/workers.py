@@ -17,10 +17,12 @@ from typing import Any
 from digest.models import Story
 from digest.publish.site import story_path
 from digest.publish.tree import Tree
+from digest.store.base import DamagedBody
 
 
 def load_body(store: Any, s: Story) -> Story:
-    """The story with its body (the index record if the store no longer has it)."""
+    """The story with its body (the index record if the store no longer has it). Raises
+    DamagedBody when its body cannot be read: the caller skips that story."""
     return store.get_story(s.id) or s
 
 
@@ -28,18 +30,33 @@ def load_body(store: Any, s: Story) -> Story:
 PARALLEL_MIN_PAGES = 400
 
 
-def _pages_chunk(store: Any, plan: Any, tree: Tree,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, Any]], list[str]]:
-    """In a worker: render and stage pages; (staged (relpath, Staged), unchanged relpaths)."""
+def render_pages(store: Any, plan: Any, tree: Tree, stories: Sequence[Story],
+                 same: list[str]) -> list[DamagedBody]:
+    """Render and stage the pages of `stories` (a page with the same bytes goes to `same`);
+    a story whose body cannot be read is skipped and its error returned."""
+    damaged: list[DamagedBody] = []
+    for s in stories:
+        try:
+            full = load_body(store, s)
+        except DamagedBody as e:
+            damaged.append(e)
+            continue
+        rel, data = story_path(s.id), plan.story_page(full)
+        if tree.differs(rel, data):
+            tree.stage(rel, data)
+        else:
+            same.append(rel)
+    return damaged
+
+
+def _pages_chunk(store: Any, plan: Any, tree: Tree, stories: Sequence[Story]
+                 ) -> tuple[list[tuple[str, Any]], list[str], list[DamagedBody]]:
+    """In a worker: render and stage pages; (staged (relpath, Staged), unchanged relpaths,
+    the errors of stories skipped for a damaged body)."""
     same: list[str] = []
     try:
-        for s in stories:
-            rel, data = story_path(s.id), plan.story_page(load_body(store, s))
-            if tree.differs(rel, data):
-                tree.stage(rel, data)
-            else:
-                same.append(rel)
-        return tree.take_staged(), same
+        damaged = render_pages(store, plan, tree, stories, same)
+        return tree.take_staged(), same, damaged
     except BaseException:
         tree.close()  # remove this worker's temp files
         raise

@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from digest.config import Config, load_config
-from digest.errors import DigestError
+from digest.errors import DigestError, SendBusy
 from digest.logs import setup_logging
 from digest.scheduler import cron as cronmath
 
@@ -33,6 +33,7 @@ WATCH_DEBOUNCE_MS = 400
 # asyncio executor starts them in that order, so at a shared minute ingest starts first and
 # publish queues behind it on the content lock.
 INGEST, PUBLISH, SEND = "ingest", "publish", "send"
+BOUNCES = "bounces"
 
 JOB_DEFAULTS = {
     # One run at a time per job; a run still going when the next is due skips that one.
@@ -46,10 +47,18 @@ JOB_DEFAULTS = {
 
 # --- the jobs: plain blocking functions, run in a worker thread --------------------------
 
+def _metrics() -> Any:
+    """digest.web.metrics (which owns prometheus_client), imported when a job first runs."""
+    from digest.web import metrics
+
+    return metrics
+
+
 def ingest_job(config: Config, now: datetime) -> tuple[str, bool]:
     from digest import pipeline
 
     r = pipeline.ingest_paths(config, None)
+    _metrics().observe_ingest(r)
     for event in r.events:  # each line once: the pipeline itself prints nothing
         if event.kind == "rejected":
             log.warning("ingest: rejected %s (hint: %s)", event.text, event.hint or "-")
@@ -63,7 +72,12 @@ def publish_job(config: Config, now: datetime) -> tuple[str, bool]:
     from digest import pipeline
 
     r = pipeline.publish(config, now=now)
-    return f"{len(r.written)} written, {len(r.unchanged)} unchanged, {len(r.removed)} removed", True
+    _metrics().observe_publish(r)
+    for warning in r.warnings:  # stories skipped for a damaged body
+        log.warning("publish: %s", warning)
+    # WebSub pings (and retries of those a hub did not take) ride on every publish tick.
+    ws = f"; {r.websub.summary()}" if r.websub is not None and r.websub.hubs else ""
+    return f"{len(r.written)} written, {len(r.unchanged)} unchanged, {len(r.removed)} removed{ws}", True
 
 
 def send_job(config: Config, now: datetime) -> tuple[str, bool]:
@@ -72,7 +86,14 @@ def send_job(config: Config, now: datetime) -> tuple[str, bool]:
 
     parts, busy = [], False
     for d in config.digests:
-        r = pipeline.send_digest(config, name=d.name, now=now, due_only=True)
+        try:
+            r = pipeline.send_digest(config, name=d.name, now=now, due_only=True)
+            _metrics().observe_send(r)
+        except SendBusy:
+            # Two daemons on one store: the other is sending this digest; nothing is wrong
+            # (an ERROR here would repeat every minute). The next tick finds it done.
+            parts.append(f"{d.name}: being sent by another process")
+            continue
         acted = bool(r.sent or r.failed or r.bounced or r.ambiguous)
         busy = busy or acted
         lines = r.lines()
@@ -84,9 +105,33 @@ def send_job(config: Config, now: datetime) -> tuple[str, bool]:
     return "; ".join(parts) or "no digests configured", busy
 
 
+def bounces_job(config: Config, now: datetime) -> tuple[str, bool]:
+    """Read the [bounces] mailbox (pipeline.process_bounces); idle without one."""
+    from digest import pipeline
+
+    if not config.bounces.mailbox:
+        return "no [bounces] mailbox configured", False
+    r = pipeline.process_bounces(config, now=now)
+    lines = r.lines()
+    for line in lines[1:]:
+        log.log(logging.WARNING if "left in the mailbox" in line else logging.INFO,
+                "bounces: %s", line.strip())
+    return lines[0].removeprefix("bounces: "), bool(r.read)
+
+
 JOBS: dict[str, Callable[[Config, datetime], tuple[str, bool]]] = {
-    INGEST: ingest_job, PUBLISH: publish_job, SEND: send_job,
+    INGEST: ingest_job, PUBLISH: publish_job, SEND: send_job, BOUNCES: bounces_job,
 }
+
+LEADER_ONLY = (INGEST, PUBLISH, BOUNCES)  # one node at a time on a shared store; sends share the work
+
+
+def run_as_leader(job: str, config: Config, now: datetime) -> tuple[str, bool] | None:
+    """Run a leader-only `job` if this process leads it now; None when another node does."""
+    from digest import pipeline
+
+    with pipeline.leader(config, job) as lead:
+        return JOBS[job](config, now) if lead else None
 
 
 # --- describe: `digest schedule` -------------------------------------------------------
@@ -132,7 +177,7 @@ class _Web:
 def _web_key(config: Config) -> tuple:
     """The settings the web server is built from; a change restarts it."""
     return (config.web, config.site, config.feeds, config.store, tuple(sorted(config.tags.items())),
-            config.smtp)
+            config.smtp, config.websub)  # websub: the Link headers of feed responses
 
 
 def _text_hash(path: Path) -> str:
@@ -163,6 +208,7 @@ class Daemon:
         return {
             INGEST: cronmath.cron_trigger(config.schedule.ingest, config.schedule.timezone),
             PUBLISH: cronmath.cron_trigger(config.schedule.publish, config.schedule.timezone),
+            BOUNCES: cronmath.cron_trigger(config.schedule.bounces, config.schedule.timezone),
             # Digests are due per subscriber zone; waking every minute and letting the journal
             # decide (anacron) needs no per-zone jobs and survives restarts and reloads.
             SEND: CronTrigger(minute="*", timezone=UTC),
@@ -195,9 +241,14 @@ class Daemon:
         config = self.config  # this run keeps the config it started with, across reloads
         t0 = time.monotonic()
         try:
-            if job in (INGEST, PUBLISH):
+            if job in LEADER_ONLY:
                 async with self.content_lock:
-                    summary, notable = await asyncio.to_thread(JOBS[job], config, datetime.now(UTC))
+                    result = await asyncio.to_thread(run_as_leader, job, config,
+                                                     datetime.now(UTC))
+                if result is None:
+                    log.debug("%s: skipped, another node runs it (leader lock held)", job)
+                    return True
+                summary, notable = result
             else:
                 # Let a running ingest/publish finish first (at start they all fire at once),
                 # without holding the lock through a long send.
@@ -205,8 +256,9 @@ class Daemon:
                     pass
                 summary, notable = await asyncio.to_thread(JOBS[job], config, datetime.now(UTC))
             # The every-minute send tick logs at debug level when there was nothing due.
-            level = logging.DEBUG if quiet_idle and job == SEND and not notable else logging.INFO
+            level = logging.DEBUG if quiet_idle and job in (SEND, BOUNCES) and not notable else logging.INFO
             log.log(level, "%s: %s in %.2f s", job, summary, time.monotonic() - t0)
+            _metrics().observe_job(job, time.monotonic() - t0, True)
             return True
         except DigestError as e:
             log.error("%s: failed after %.2f s: %s (hint: %s)", job, time.monotonic() - t0,
@@ -215,6 +267,7 @@ class Daemon:
             log.exception("%s: crashed after %.2f s", job, time.monotonic() - t0)
         finally:
             self.busy.discard(job)
+        _metrics().observe_job(job, time.monotonic() - t0, False)
         return False
 
     @staticmethod
@@ -225,10 +278,11 @@ class Daemon:
                 f"in subscriber time zones, grace {config.schedule.grace_hours:g} h)")
 
     # web
-    async def start_web(self, config: Config) -> None:
+    async def start_web(self, config: Config, sock: Any = None) -> None:
         from digest import web
 
-        sock = web.bind(config)  # a port in use is a DigestError naming host:port
+        self.serving = True  # wanted from now on: a failed restart is retried on reload
+        sock = sock or web.bind(config)  # a port in use is a DigestError naming host:port
         stop = asyncio.Event()
         task = asyncio.create_task(web.serve_async(config, stop, sock=sock))
         task.add_done_callback(self._web_done)
@@ -246,6 +300,27 @@ class Daemon:
                 await self.web.task
             self.web = None
 
+    async def restart_web(self, new: Config) -> None:
+        """Serve with `new`'s settings. On a new address the new socket is bound first, and
+        only then is the old server stopped: a reload that cannot bind keeps the old one."""
+        from digest import web
+
+        running = self.web
+        sock = None
+        if running is not None and (running.key[0].host, running.key[0].port) != \
+                (new.web.host, new.web.port):
+            try:
+                sock = web.bind(new)
+            except DigestError as e:
+                log.error("web: cannot apply the new settings, still serving the old ones: %s "
+                          "(hint: %s)", e.message, e.hint or "-")
+                return
+        await self.stop_web()
+        try:
+            await self.start_web(new, sock)
+        except DigestError as e:  # same address, freed and then taken: retried on reload
+            log.error("web: restart failed: %s (hint: %s)", e.message, e.hint or "-")
+
     # reload
     async def reload(self, why: str, force: bool = False) -> None:
         async with self.reload_lock:
@@ -261,19 +336,16 @@ class Daemon:
                 return
             old, self.config = self.config, new
             new_t = self._triggers(new)
-            for job in (INGEST, PUBLISH):
+            for job in (INGEST, PUBLISH, BOUNCES):
                 if (getattr(old.schedule, job), old.schedule.timezone) != \
                         (getattr(new.schedule, job), new.schedule.timezone):
                     self.sched.reschedule_job(job, trigger=new_t[job])
-            changed = [name for name in ("site", "store", "ingest", "feeds", "rank", "tags", "smtp",
+            changed = [name for name in ("site", "store", "ingest", "feeds", "websub", "rank", "tags", "smtp",
                                          "web", "schedule", "digests")
                        if getattr(old, name) != getattr(new, name)]
-            if self.web is not None and _web_key(old) != _web_key(new):
-                await self.stop_web()
-                try:
-                    await self.start_web(new)
-                except DigestError as e:
-                    log.error("web: restart failed: %s (hint: %s)", e.message, e.hint or "-")
+            if getattr(self, "serving", False) and (self.web is None
+                                                    or self.web.key != _web_key(new)):
+                await self.restart_web(new)
             log.info("config: reloaded (%s); changed: %s; now %s", why, ", ".join(changed) or "nothing",
                      self._jobs_text(new))
 
@@ -356,11 +428,15 @@ async def _once(config: Config) -> int:
     return 0 if ok else 1
 
 
-def run(config_path: Path, once: bool = False) -> int:
-    """`digest run`: the daemon until SIGTERM/SIGINT, or `--once` and exit."""
-    setup_logging()
+def run(config_path: Path, once: bool = False, log_format: str = "text") -> int:
+    """`digest run`: the daemon until SIGTERM/SIGINT, or `--once` and exit. One at a time
+    per embedded store: a second exits 1 naming the first one's pid."""
+    from digest import pipeline
+
+    setup_logging(log_format)
     config_path = Path(config_path)
     config = load_config(config_path)  # a bad config at start is the CLI's exit 1
-    if once:
-        return asyncio.run(_once(config))
-    return asyncio.run(Daemon(config_path, config).main())
+    with pipeline.daemon_lock(config):
+        if once:
+            return asyncio.run(_once(config))
+        return asyncio.run(Daemon(config_path, config).main())

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from digest.errors import StoreError
 from digest.models import Story, Subscriber
 
 JOURNAL_STATES = ("sending", "sent", "failed", "bounced")
 CLAIM_LEASE_SECONDS = 120.0  # a dead sender's claim is free again after this at the latest
 PENDING_TTL_DAYS = 7  # default [subscribers] pending_days
+
+
+class DamagedBody(StoreError):
+    """One story's stored body cannot be read (missing, truncated, not a story): the rest of
+    the store is sound, so a reader of many stories may skip this one (publish does, with a
+    warning)."""
+
+    def __init__(self, story_id: str, message: str, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.story_id = story_id
+
+    def __reduce__(self) -> tuple:  # crosses a pipe from a forked publish worker
+        return (DamagedBody, (self.story_id, self.message, self.hint))
 
 
 def email_key(email: str) -> str:
@@ -29,8 +43,11 @@ class Journal(Protocol):
     def state(self, digest: str, edition: str, email: str) -> dict | None:
         """The latest record for the key, or None."""
 
-    def sent_story_ids(self, email: str) -> frozenset[str]:
-        """Ids of every story in a digest marked `sent` to `email`."""
+    def sent_story_ids(self, email: str, digest: str | None = None) -> frozenset[str]:
+        """Ids of every story marked `sent` to `email`: in any digest (None), or in the
+        digest named `digest` (the planner dedupes per digest, so a reader of a daily and a
+        weekly gets the week's best in the weekly). Records from before the journal told
+        digests apart count for every digest."""
 
     def records(self) -> Iterator[dict]:
         """Every record, oldest first (history included: archive segments, the log table)."""
@@ -74,8 +91,10 @@ class StoreBackend(Protocol):
         advisory lock, released on exit."""
 
     # stories
-    def upsert_stories(self, stories: Iterable[Story]) -> list[tuple[str, str]]:
-        """(id, "added" | "updated" | "unchanged") per story, in order."""
+    def upsert_stories(self, stories: Iterable[Story],
+                       force: Collection[str] = ()) -> list[tuple[str, str]]:
+        """(id, "added" | "updated" | "unchanged") per story, in order; ids in `force` are
+        written (and "updated") even when their content hash is unchanged."""
 
     def get_story(self, story_id: str) -> Story | None: ...
 
@@ -118,3 +137,8 @@ class StoreBackend(Protocol):
     def quarantine_put(self, path: str, fingerprint: str, reason: str) -> None: ...
 
     def quarantine_clear(self, path: str) -> None: ...
+
+    def signature(self) -> str:
+        """A value that changes whenever stories change (publish skips a build when it is the
+        one the last build saw): the index files' identity on the embedded store, the story
+        count and highest revision on PostgreSQL."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,11 @@ from digest import codec
 from digest.errors import StoreError
 from digest.fileio import atomic_write_many, fsync_path, locked
 from digest.models import Story, Subscriber
+from digest.store.base import DamagedBody
 from digest.store.journal import DeliveryJournal
 from digest.store.migrations import SCHEMA_VERSION, upgrade
 from digest.store.storage import DIR_MODE, FILE_MODE, AtomicJSONStorage, encode, tinydb
-from digest.store.subscribers import SubscriberTable
+from digest.store.subscribers import DEFAULT_SUBSCRIBER_SHARDS, SubscriberTable
 
 # Index shards for a new store. One 10k-story index file costs ~45 ms to rewrite; 32 shards
 # keep a one-story write near 2 ms (bench/bench_store.py). The count used is kept in meta.
@@ -38,40 +41,102 @@ def _index_record(story: Story, content_hash: str) -> dict[str, Any]:
     return rec
 
 
-def _make_private(path: Path) -> None:
-    """Close a store directory made world-readable before files were created 0600 (an
-    older digest, or a umask): only when it is ours, so a shared directory is left alone."""
+# What digest keeps at the top of a store directory (docs/ARCHITECTURE.md, "Embedded files"),
+# including the files of older schemas and the daemon's lock (pipeline/project.DAEMON_LOCK).
+STORE_NAMES = frozenset({"stories.json", "index", "bodies", "subscribers", "journal", ".tmp",
+                         ".lock", "daemon.lock", "deliveries.jsonl", "subscribers.json"})
+_SEND_LOCK = re.compile(r"send-[0-9a-f]{1,64}\.lock")
+# Not digest's, but no one else's either: a file system's own (a volume made for the store)
+# and the placeholders that keep an empty directory in git (this repository's store/).
+NOT_COUNTED = frozenset({"lost+found", ".gitkeep", ".gitignore", ".keep"})
+_STORE_HINT = ("point [store] path at a new directory (digest creates it) or an empty one: "
+               "digest keeps the store's directory to its owner (mode 0700)")
+
+
+def _ours(name: str) -> bool:
+    return name in STORE_NAMES or name in NOT_COUNTED or bool(_SEND_LOCK.fullmatch(name))
+
+
+def _prepare_dir(path: Path) -> None:
+    """Create the store directory, or check that an existing one can be the store's.
+
+    A directory digest creates is made 0700. An existing one is adopted only when it is empty
+    or holds nothing but digest's files (`STORE_NAMES`): one with other files is refused,
+    since the store's directory is closed to its owner and a shared directory (`[store] path
+    = "/tmp"` as root) must not be. So is one every user may write in (mode o+w: /tmp, a
+    volume made 0777), even when empty, as /tmp is at boot. The mode of an existing
+    directory is changed only once it is a store (holds `stories.json` and only digest's
+    files): an older digest made its store with the umask's mode; an empty directory adopted
+    keeps its mode until then."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # the umask only removes bits
+        return
+    foreign = sorted(n for n in names if not _ours(n))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                          if len(foreign) > 3 else "")
+        raise StoreError(f"{path}: the store directory holds files that are not digest's "
+                         f"({shown})", _STORE_HINT)
     st = os.stat(path)
-    if st.st_uid == os.getuid() and st.st_mode & 0o077:
-        os.chmod(path, DIR_MODE)
+    if st.st_mode & stat.S_IWOTH:
+        raise StoreError(f"{path}: every user may write in this directory (mode "
+                         f"{stat.S_IMODE(st.st_mode):o}): it cannot hold the store",
+                         _STORE_HINT)
+    if "stories.json" in names and st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, DIR_MODE)  # a store an older digest (or a loose umask) left open
+
+
+def _open_error(path: Path, e: OSError) -> StoreError:
+    """Why the store could not be opened: a directory that exists but is another user's (or
+    not writable) is not one we failed to create."""
+    try:
+        st = path.stat()
+    except OSError:
+        return StoreError(f"{path}: cannot create the store directory ({e.strerror})",
+                          "set [store] path in config.toml to a writable directory")
+    if st.st_uid != os.getuid():
+        return StoreError(f"{path}: the store directory belongs to another user (uid "
+                          f"{st.st_uid}); cannot write in it ({e.strerror})",
+                          "run digest as the user who owns the store, or set [store] path "
+                          "to a directory of your own")
+    where = e.filename or path
+    return StoreError(f"{where}: cannot write in the store directory ({e.strerror})",
+                      "check the permissions of the store directory, or set [store] path "
+                      "to a writable directory")
 
 
 class Store:
     """The store directory: see docs/ARCHITECTURE.md for the layout and the API."""
 
+    kind = "embedded"
+
     def __init__(self, path: Path, shards: int | None = None, lock_timeout: float = LOCK_TIMEOUT):
         self.path = Path(path)
         self.tmpdir = self.path / ".tmp"
         try:
-            for d in (self.path, self.tmpdir, self.path / "index", self.path / "bodies"):
-                d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            _make_private(self.path)
+            _prepare_dir(self.path)
+            for d in (self.tmpdir, self.path / "index", self.path / "bodies",
+                      self.path / "subscribers"):
+                d.mkdir(mode=DIR_MODE, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"{self.path}: cannot create the store directory ({e.strerror})",
-                             "set [store] path in config.toml to a writable directory") from e
+            raise _open_error(self.path, e) from e
         self._mutex = threading.RLock()
         self._lock_timeout = lock_timeout
         self._depth = 0
         self._held = 0
         self.epoch = 0
+        self._sharded_epoch = -1  # the transaction that copied subscribers.json
         self._nshards = int(shards or DEFAULT_SHARDS)
         self._main = AtomicJSONStorage(self.path / "stories.json", self)
-        self._subscribers = SubscriberTable(AtomicJSONStorage(self.path / "subscribers.json", self),
-                                            self.transaction, self._mutex)
+        self._subscribers = SubscriberTable(self.path, self, self.transaction, self._mutex)
         self._shards: dict[int, AtomicJSONStorage] = {}
         self._story_idx: dict[int, tuple[int, dict[str, int]]] = {}
         self._pending_bodies: dict[Path, bytes] = {}
-        self.journal = DeliveryJournal(self.path / "deliveries.jsonl", self._locked)
+        # journal/ (segments, checkpoint, archive); a schema-1 deliveries.jsonl is upgraded
+        # by migrations.UPGRADES[1] below (or by the journal itself if it finds one).
+        self.journal = DeliveryJournal(self.path, self._locked, tmpdir=self.tmpdir)
         self._open()
 
     # --- locking and transactions -----------------------------------------------------
@@ -117,7 +182,7 @@ class Store:
 
     def _storages(self) -> list[AtomicJSONStorage]:
         # Shards and bodies before stories.json: its meta is the last thing an upgrade writes.
-        return [*self._shards.values(), self._subscribers.storage, self._main]
+        return [*self._shards.values(), *self._subscribers.storages(), self._main]
 
     def _commit(self) -> None:
         for parent in {p.parent for p in self._pending_bodies}:
@@ -149,15 +214,37 @@ class Store:
     # --- open and schema ----------------------------------------------------------------
 
     def _open(self) -> None:
-        if self._schema_version() != SCHEMA_VERSION:
-            with self.transaction():
-                version = self._schema_version()  # another process may have done it meanwhile
-                if version is None:
-                    self._meta_put("schema_version", SCHEMA_VERSION)
-                    self._meta_put("index_shards", self._nshards)
-                    return
-                upgrade(self, version, str(self._main.path))
+        if self._schema_version() != SCHEMA_VERSION or self._subscribers.legacy_path.exists():
+            # The lock spans the commit and the removal of subscribers.json after it: a kill
+            # in between leaves the old file, and the next open rebuilds the shards from it.
+            with self._locked():
+                with self.transaction():
+                    version = self._schema_version()  # another process may have done it
+                    if version is None:
+                        self._meta_put("schema_version", SCHEMA_VERSION)
+                        self._meta_put("index_shards", self._nshards)
+                        self._meta_put("subscriber_shards", DEFAULT_SUBSCRIBER_SHARDS)
+                    else:
+                        upgrade(self, version, str(self._main.path))
+                        self.shard_subscribers()
+                self._subscribers.remove_legacy()
         self._nshards = int(self.meta_get("index_shards") or DEFAULT_SHARDS)
+        self._subscribers.nshards = int(self.meta_get("subscriber_shards")
+                                        or DEFAULT_SUBSCRIBER_SHARDS)
+
+    def shard_subscribers(self) -> None:
+        """Schema 1 → 2 (and the redo after a kill): copy `subscribers.json` into the
+        `subscribers/NN.json` shards in the open transaction; `_open` removes the old file
+        after the commit. Does nothing when there is no old file or this transaction did it."""
+        if self._sharded_epoch == self.epoch:
+            return
+        self._sharded_epoch = self.epoch
+        n = self.meta_get("subscriber_shards")
+        if n is None:
+            n = DEFAULT_SUBSCRIBER_SHARDS
+            self._meta_put("subscriber_shards", n)
+        self._subscribers.nshards = int(n)
+        self._subscribers.adopt_legacy()
 
     def _schema_version(self) -> int | None:
         """None for a fresh store; 0 for files without a version (no digest writes those)."""
@@ -168,7 +255,7 @@ class Store:
                 raise StoreError(f"{self._main.path}: meta schema_version is {v!r}",
                                  "restore the file from a backup")
             return v
-        return 0 if (data or self._subscribers.storage.path.exists()) else None
+        return 0 if (data or self._subscribers.legacy_path.exists()) else None
 
     @property
     def shard_count(self) -> int:
@@ -208,6 +295,29 @@ class Store:
             if t.contains(Query().path == str(path)):
                 t.remove(Query().path == str(path))
 
+    def meta_items(self) -> dict[str, Any]:
+        """Every meta key and value (for `store copy`)."""
+        with self._mutex:
+            docs = tinydb(self._main).table("meta").all()
+        return {d["key"]: d["value"] for d in sorted(docs, key=lambda d: d["key"])}
+
+    def quarantine_items(self) -> list[dict]:
+        """Every quarantine entry by path (for `store copy`)."""
+        with self._mutex:
+            docs = tinydb(self._main).table("quarantine").all()
+        return sorted((dict(d) for d in docs), key=lambda d: d["path"])
+
+    def signature(self) -> str:
+        """Identity of the index files (inode, mtime, size): every story write replaces a
+        shard, so an equal signature means the same stories."""
+        rows = []
+        with os.scandir(self.path / "index") as it:
+            for e in it:
+                if e.name.endswith(".json"):
+                    st = e.stat()
+                    rows.append(f"{e.name}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+        return hashlib.sha256("|".join(sorted(rows)).encode()).hexdigest()[:32]
+
     # --- stories: sharded index + body files --------------------------------------------
 
     def _shard_of(self, story_id: str) -> int:
@@ -235,8 +345,10 @@ class Store:
             "h" + hashlib.sha256(story_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return self.path / "bodies" / name[:2] / f"{name}.json"
 
-    def upsert_stories(self, stories: Iterable[Story]) -> list[tuple[str, str]]:
-        """Add or update stories; unchanged ones (same content hash) touch no file."""
+    def upsert_stories(self, stories: Iterable[Story],
+                       force: Collection[str] = ()) -> list[tuple[str, str]]:
+        """Add or update stories; unchanged ones (same content hash) touch no file, except
+        the ids in `force` (new times for the same text: `ingest --as-of`)."""
         results: list[tuple[str, str]] = []
         with self.transaction():
             # Changes per shard: doc id (None = new) and the index record.
@@ -256,9 +368,11 @@ class Store:
                     cur = self._shard(n).read()["stories"][str(doc_id)].get("hash")
                 else:
                     doc_id, cur = None, None
-                if cur == h:
+                if cur == h and story.id not in force and self._body_sound(story.id):
                     results.append((story.id, "unchanged"))
                     continue
+                # Same hash but a missing or damaged body file: rewrite it, so "ingest the
+                # story file again" (the hint of get_story) repairs the store.
                 results.append((story.id, "added" if cur is None else "updated"))
                 plan[story.id] = (doc_id, _index_record(story, h))
                 self._pending_bodies[self.body_path(story.id)] = encode(
@@ -266,6 +380,18 @@ class Store:
             for n, plan in plans.items():
                 self._apply_plan(n, plan)
         return results
+
+    def _body_sound(self, story_id: str) -> bool:
+        """True when the story's body file (or the one pending in this transaction) decodes
+        as that story; costs one small read per unchanged story at ingest."""
+        path = self.body_path(story_id)
+        raw = self._pending_bodies.get(path)
+        try:
+            if raw is None:
+                raw = path.read_bytes()
+            return Story.from_dict(codec.loads(raw)).id == story_id
+        except (OSError, KeyError, ValueError, TypeError, AttributeError):
+            return False
 
     def _apply_plan(self, n: int, plan: dict[str, tuple[int | None, dict]]) -> None:
         if not plan:
@@ -309,13 +435,14 @@ class Store:
                 try:
                     raw = path.read_bytes()
                 except FileNotFoundError as e:
-                    raise StoreError(f"{path}: body file of story {story_id} is missing",
-                                     "ingest the story file again to rewrite it") from e
+                    raise DamagedBody(story_id,
+                                      f"{path}: body file of story {story_id} is missing",
+                                      "ingest the story file again to rewrite it") from e
             try:
                 return Story.from_dict(codec.loads(raw))
             except (KeyError, ValueError, TypeError) as e:  # codec.DecodeError is a ValueError
-                raise StoreError(f"{path}: corrupt story body ({e})",
-                                 "ingest the story file again to rewrite it") from e
+                raise DamagedBody(story_id, f"{path}: corrupt story body ({e})",
+                                  "ingest the story file again to rewrite it") from e
 
     def get_stories(self, ids: Iterable[str]) -> list[Story]:
         out = []
@@ -341,14 +468,24 @@ class Store:
             return sum(len(self._shard(n).read().get("stories", {}))
                        for n in range(self.shard_count))
 
-    # --- subscribers (subscribers.json, see subscribers.py) ----------------------------
+    # --- subscribers (subscribers/NN.json shards, see subscribers.py) ------------------
 
     def get_subscriber(self, email: str) -> Subscriber | None:
         return self._subscribers.get(email)
 
     def list_subscribers(self, status: str | None = None) -> list[Subscriber]:
-        """Subscribers in the order they were added, optionally of one status."""
+        """Subscribers in email order, optionally of one status (prefer iter_subscribers)."""
         return self._subscribers.select(status)
+
+    def iter_subscribers(self, status: str | None = None) -> Iterator[Subscriber]:
+        """The same rows streamed in email order: one Subscriber built at a time."""
+        return self._subscribers.iterate(status)
+
+    def expire_pending(self, older_than: datetime, email: str | None = None) -> int:
+        """Drop `pending` subscribers created before `older_than`; returns how many. With
+        `email` (the web's subscribe) only that address's shard is swept, and rewritten even
+        when nothing expired, so known and unknown addresses cost the same."""
+        return self._subscribers.expire_pending(older_than, email)
 
     def add_subscriber(self, sub: Subscriber) -> Subscriber:
         """Store a new subscriber (email lowercased); StoreError if it already exists."""
@@ -364,3 +501,27 @@ class Store:
 
     def remove_subscriber(self, email: str) -> bool:
         return self._subscribers.remove(email)
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per read and write, locks per call."""
+
+    # --- coordination between processes (the protocol's send_lock and leader) -----------
+
+    @contextmanager
+    def send_lock(self, digest: str) -> Iterator[None]:
+        """One sender per digest at a time across processes (the daemon and a manual `digest
+        send`): a file lock, so a killed sender leaves none behind. A second sender gets a
+        DeliveryError at once rather than waiting behind a long send."""
+        from digest.errors import SendBusy
+
+        with locked(self.path / f"send-{digest.encode().hex()[:64]}.lock", timeout=0,
+                    what=f"digest {digest!r}", error=SendBusy, mode=FILE_MODE,
+                    hint="another `digest send` is sending it: wait for it to finish; a rerun "
+                         "then sends only what is missing"):
+            yield
+
+    @contextmanager
+    def leader(self, job: str) -> Iterator[bool]:
+        """An embedded store lives on one machine: every process may run `job` (the store
+        lock already keeps writers apart)."""
+        yield True

@@ -8,10 +8,34 @@ from digest.errors import StoreError
 from digest.store.base import StoreBackend
 
 # Version 1 is the first format any digest wrote (meta.schema_version since the first store).
-SCHEMA_VERSION = 1
-# UPGRADES[v] takes a store from version v to v + 1, inside the opening transaction. None
-# yet; a format change bumps SCHEMA_VERSION and adds its step here.
+# Version 2: subscribers in `subscribers/NN.json` shards instead of one subscribers.json.
+# Version 3: the delivery journal in journal/ (checkpoint + dated segments + archive) instead
+# of one deliveries.jsonl (digest/store/journal.py).
+SCHEMA_VERSION = 3
+# UPGRADES[v] takes a store from version v to v + 1, inside the opening transaction. A format
+# change bumps SCHEMA_VERSION and registers its step below.
 UPGRADES: dict[int, Callable[[StoreBackend], None]] = {}
+
+
+def shard_subscribers(store: StoreBackend) -> None:
+    """1 → 2: copy subscribers.json into the subscriber shards (embedded store). The old file
+    is removed after the commit; an open that still finds it redoes the copy (crash-safe)."""
+    store.shard_subscribers()  # type: ignore[attr-defined]  # the embedded Store's
+
+
+UPGRADES[1] = shard_subscribers
+
+
+def journal_segments(store: StoreBackend) -> None:
+    """2 → 3: convert deliveries.jsonl into journal/ (embedded store). Crash-safe by itself:
+    the legacy file moves only after the checkpoint is written; an open that still finds it
+    converts it again from scratch."""
+    convert = getattr(store.journal, "upgrade", None)
+    if convert is not None:
+        convert()
+
+
+UPGRADES[2] = journal_segments
 
 
 def upgrade(store: StoreBackend, found: int, where: str) -> None:

@@ -1,54 +1,117 @@
-"""The embedded store's subscribers.json: a TinyDB table keyed by `email_key`, indexed in memory."""
+"""The embedded store's subscribers: TinyDB shards `subscribers/NN.json` keyed by a hash of
+`email_key`, so one subscribe, confirm or unsubscribe rewrites one shard, not every row.
+
+Stores written before schema 2 kept every row in one `subscribers.json`; `adopt_legacy`
+copies it into the shards (the store removes the old file only after that commit, and redoes
+the copy on any open that still finds it, so a kill midway loses nothing)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import heapq
+import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from digest.errors import StoreError
-from digest.models import Subscriber
+from digest.fileio import fsync_path
+from digest.models import Subscriber, parse_iso
 from digest.store.base import email_key
-from digest.store.storage import AtomicJSONStorage, tinydb
+from digest.store.storage import AtomicJSONStorage, Owner, tinydb
+
+# Shards for a new store (the count used is kept in meta `subscriber_shards`). At 100,000
+# subscribers one shard is ~1,600 rows (~300 KB): a change rewrites that, not 20 MB.
+DEFAULT_SUBSCRIBER_SHARDS = 64
+LEGACY_FILE = "subscribers.json"
+TABLE = "subscribers"
+
+
+def shard_of(email: str, nshards: int) -> int:
+    """The shard holding `email` (stable across processes and versions: blake2b of the key)."""
+    h = hashlib.blake2b(email_key(email).encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(h, "big") % nshards
 
 
 class SubscriberTable:
-    """Subscribers of one store; writes go through the store's `transaction`. The email →
-    document id index is rebuilt whenever the file was reloaded (another process wrote it)."""
+    """Subscribers of one store; writes go through the store's `transaction`. Each shard's
+    email → document id index is rebuilt whenever that shard was reloaded (another process
+    wrote it)."""
 
-    def __init__(self, storage: AtomicJSONStorage,
+    def __init__(self, root: Path, owner: Owner,
                  transaction: Callable[[], AbstractContextManager[Any]],
-                 mutex: threading.RLock) -> None:
-        self.storage = storage
+                 mutex: threading.RLock, nshards: int = DEFAULT_SUBSCRIBER_SHARDS) -> None:
+        self.root = Path(root)  # the store directory
+        self.dir = self.root / "subscribers"
+        self.legacy_path = self.root / LEGACY_FILE
+        self._owner = owner
         self.transaction = transaction
         self._mutex = mutex
-        self._idx: tuple[int, dict[str, int]] | None = None
+        self.nshards = nshards
+        self._shards: dict[int, AtomicJSONStorage] = {}
+        self._idx: dict[int, tuple[int, dict[str, int]]] = {}
 
-    def _index(self) -> dict[str, int]:
-        table = self.storage.read().get("subscribers", {})
-        if self._idx is None or self._idx[0] != self.storage.generation:
-            idx = {email_key(d["email"]): int(i) for i, d in table.items()}
-            self._idx = (self.storage.generation, idx)
-        return self._idx[1]
+    # --- shards ---------------------------------------------------------------------------
 
-    def _raw(self, email: str) -> tuple[int, dict] | None:
-        doc_id = self._index().get(email_key(email))
+    def storages(self) -> list[AtomicJSONStorage]:
+        """The shard storages opened so far (the store flushes the dirty ones at commit)."""
+        return list(self._shards.values())
+
+    def storage(self, n: int) -> AtomicJSONStorage:
+        s = self._shards.get(n)
+        if s is None:
+            s = self._shards[n] = AtomicJSONStorage(self.dir / f"{n:02x}.json", self._owner)
+        return s
+
+    def _rows(self, n: int) -> dict[str, dict]:
+        return self.storage(n).read().get(TABLE, {})
+
+    def _index(self, n: int) -> dict[str, int]:
+        storage = self.storage(n)
+        rows = storage.read().get(TABLE, {})
+        cached = self._idx.get(n)
+        if cached is None or cached[0] != storage.generation:
+            idx = {email_key(d["email"]): int(i) for i, d in rows.items()}
+            cached = self._idx[n] = (storage.generation, idx)
+        return cached[1]
+
+    def _raw(self, email: str) -> tuple[int, int, dict] | None:
+        """(shard, doc id, row) of `email`, or None."""
+        n = shard_of(email, self.nshards)
+        doc_id = self._index(n).get(email_key(email))
         if doc_id is None:
             return None
-        return doc_id, self.storage.read()["subscribers"][str(doc_id)]
+        return n, doc_id, self._rows(n)[str(doc_id)]
+
+    # --- reads ----------------------------------------------------------------------------
 
     def get(self, email: str) -> Subscriber | None:
         with self._mutex:
             found = self._raw(email)
-            return Subscriber.from_dict(found[1]) if found else None
+            return Subscriber.from_dict(found[2]) if found else None
+
+    def iterate(self, status: str | None = None) -> Iterator[Subscriber]:
+        """Subscribers in email order, optionally of one status: each shard's matching rows
+        sorted by key, merged lazily, a Subscriber built only when it is reached."""
+        def shard(n: int) -> Iterator[tuple[str, dict]]:
+            with self._mutex:
+                rows = [(email_key(d["email"]), d) for d in self._rows(n).values()
+                        if status is None or d.get("status") == status]
+            rows.sort(key=lambda kd: kd[0])
+            yield from rows
+
+        for _, doc in heapq.merge(*(shard(n) for n in range(self.nshards)),
+                                  key=lambda kd: kd[0]):
+            yield Subscriber.from_dict(doc)
 
     def select(self, status: str | None = None) -> list[Subscriber]:
-        """Subscribers in the order they were added, optionally of one status."""
-        with self._mutex:
-            docs = list(self.storage.read().get("subscribers", {}).values())
-        return [Subscriber.from_dict(d) for d in docs if status is None or d.get("status") == status]
+        return list(self.iterate(status))
+
+    # --- writes ---------------------------------------------------------------------------
 
     def add(self, sub: Subscriber) -> Subscriber:
         """Store a new subscriber (email lowercased); StoreError if it already exists."""
@@ -57,42 +120,42 @@ class SubscriberTable:
             if self._raw(sub.email):
                 raise StoreError(f"subscriber {sub.email} already exists",
                                  "use `digest subscribers remove` first, or import to update")
-            doc_id = tinydb(self.storage).table("subscribers").insert(sub.to_dict())
-            self._index()[sub.email] = doc_id
+            n = shard_of(sub.email, self.nshards)
+            doc_id = tinydb(self.storage(n)).table(TABLE).insert(sub.to_dict())
+            self._index(n)[sub.email] = doc_id
         return sub
 
     def upsert(self, subs: Iterable[Subscriber]) -> tuple[int, int]:
-        """Add or replace many subscribers in one write; returns (added, updated).
-
-        An existing row keeps its `created` time."""
-        new: dict[str, dict] = {}
-        changed: dict[int, dict] = {}
+        """Add or replace many subscribers, one write per touched shard; returns (added,
+        updated). An existing row keeps its `created` time."""
+        new: dict[int, dict[str, dict]] = {}
+        changed: dict[int, dict[int, dict]] = {}
         with self.transaction():
-            idx = self._index()
-            table = self.storage.read().get("subscribers", {})
             for sub in subs:
                 rec = sub.to_dict()
                 key = rec["email"] = email_key(sub.email)
-                doc_id = idx.get(key)
+                n = shard_of(key, self.nshards)
+                doc_id = self._index(n).get(key)
                 if doc_id is None:
-                    new[key] = rec  # a repeated email in the batch: the last one wins
+                    new.setdefault(n, {})[key] = rec  # a repeated email: the last one wins
                     continue
-                old = changed.get(doc_id) or table[str(doc_id)]
+                mine = changed.setdefault(n, {})
+                old = mine.get(doc_id) or self._rows(n)[str(doc_id)]
                 rec["created"] = old.get("created") or rec["created"]
                 if rec != old:
-                    changed[doc_id] = rec
-            t = tinydb(self.storage).table("subscribers")
-            if new:
-                for doc_id, key in zip(t.insert_multiple(new.values()), new, strict=True):
-                    idx[key] = doc_id
-            if changed:
-                def replace(doc: dict) -> None:
-                    rec = by_key[email_key(doc["email"])]
-                    doc.clear()
-                    doc.update(rec)
-                by_key = {r["email"]: r for r in changed.values()}
-                t.update(replace, doc_ids=list(changed))
-        return len(new), len(changed)
+                    mine[doc_id] = rec
+            for n in sorted(set(new) | set(changed)):
+                t = tinydb(self.storage(n)).table(TABLE)
+                idx = self._index(n)
+                fresh = new.get(n)
+                if fresh:
+                    for doc_id, key in zip(t.insert_multiple(fresh.values()), fresh, strict=True):
+                        idx[key] = doc_id
+                repl = changed.get(n)
+                if repl:
+                    t.update(_replacer({r["email"]: r for r in repl.values()}),
+                             doc_ids=list(repl))
+        return sum(map(len, new.values())), sum(map(len, changed.values()))
 
     def update(self, email: str, **changes: Any) -> Subscriber:
         """Change fields of a subscriber (Subscriber field names); StoreError if unknown."""
@@ -101,7 +164,7 @@ class SubscriberTable:
             if found is None:
                 raise StoreError(f"no subscriber {email_key(email)}",
                                  "list them with `digest subscribers list`")
-            doc_id, doc = found
+            n, doc_id, doc = found
             try:
                 sub = dataclasses.replace(Subscriber.from_dict(doc), **changes)
             except TypeError as e:
@@ -112,12 +175,19 @@ class SubscriberTable:
                 raise StoreError(f"subscriber {sub.email} already exists",
                                  "remove one of the two addresses first")
             rec = sub.to_dict()
-            if rec != doc:
-                tinydb(self.storage).table("subscribers").update(
+            if rec == doc:
+                return sub
+            m = shard_of(sub.email, self.nshards)
+            if m == n:
+                tinydb(self.storage(n)).table(TABLE).update(
                     lambda d: (d.clear(), d.update(rec)), doc_ids=[doc_id])
-                idx = self._index()
+                idx = self._index(n)
                 idx.pop(email_key(email), None)
                 idx[sub.email] = doc_id
+            else:  # a new address that hashes elsewhere: the row moves shard
+                tinydb(self.storage(n)).table(TABLE).remove(doc_ids=[doc_id])
+                self._index(n).pop(email_key(email), None)
+                self._index(m)[sub.email] = tinydb(self.storage(m)).table(TABLE).insert(rec)
         return sub
 
     def remove(self, email: str) -> bool:
@@ -125,6 +195,83 @@ class SubscriberTable:
             found = self._raw(email)
             if found is None:
                 return False
-            tinydb(self.storage).table("subscribers").remove(doc_ids=[found[0]])
-            self._index().pop(email_key(email), None)
+            n, doc_id, _ = found
+            tinydb(self.storage(n)).table(TABLE).remove(doc_ids=[doc_id])
+            self._index(n).pop(email_key(email), None)
         return True
+
+    def expire_pending(self, older_than: datetime, email: str | None = None) -> int:
+        """Drop `pending` rows created before `older_than`; returns how many.
+
+        With `email`, only the shard holding that address is swept, and it is rewritten even
+        when nothing expired: a web subscribe then does the same file work (one shard read,
+        one shard write) whether the address is stored or not."""
+        shards = range(self.nshards) if email is None else [shard_of(email, self.nshards)]
+        dropped = 0
+        with self.transaction():
+            for n in shards:
+                storage = self.storage(n)
+                old = {int(i): email_key(d["email"]) for i, d in self._rows(n).items()
+                       if d.get("status") == "pending" and _created_before(d, older_than)}
+                if old:
+                    idx = self._index(n)
+                    tinydb(storage).table(TABLE).remove(doc_ids=list(old))
+                    for key in old.values():
+                        idx.pop(key, None)
+                    dropped += len(old)
+                elif email is not None:
+                    storage.write(storage.read())  # the equal-work write (see above)
+        return dropped
+
+    # --- the pre-shard file (schema 1) ----------------------------------------------------
+
+    def adopt_legacy(self) -> int:
+        """Rebuild every shard from `subscribers.json` when it exists (inside the caller's
+        transaction); returns the rows copied. Idempotent: the shards are replaced, not
+        merged, so redoing it after a kill gives the same result."""
+        legacy = AtomicJSONStorage(self.legacy_path, self._owner)
+        if not self.legacy_path.exists():
+            return 0
+        parts: list[dict[str, dict]] = [{} for _ in range(self.nshards)]
+        seen: dict[str, int] = {}
+        for doc in legacy.read().get(TABLE, {}).values():
+            key = email_key(doc["email"])
+            n = shard_of(key, self.nshards)
+            rows = parts[n]
+            if key in seen:  # cannot happen in a file digest wrote; the later row wins
+                rows.pop(str(seen[key]), None)
+            seen[key] = doc_id = len(rows) + 1
+            while str(doc_id) in rows:
+                doc_id += 1
+            seen[key] = doc_id
+            rows[str(doc_id)] = {**doc, "email": key}
+        for n, rows in enumerate(parts):
+            self.storage(n).write({TABLE: rows})
+        return len(seen)
+
+    def remove_legacy(self) -> None:
+        """Delete `subscribers.json` once the shards made from it are committed."""
+        try:
+            os.unlink(self.legacy_path)
+        except FileNotFoundError:
+            return
+        fsync_path(self.root, directory=True)
+
+
+def _replacer(by_key: dict[str, dict]) -> Callable[[dict], None]:
+    """A TinyDB update that replaces each row with its new version (keyed by email)."""
+    def replace(doc: dict) -> None:
+        rec = by_key[email_key(doc["email"])]
+        doc.clear()
+        doc.update(rec)
+    return replace
+
+
+def _created_before(doc: dict, when: datetime) -> bool:
+    raw = doc.get("created")
+    if not raw:
+        return False
+    try:
+        return parse_iso(raw) < when
+    except (TypeError, ValueError):
+        return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -33,6 +35,7 @@ from digest.web.guards import (
     csrf_token,
     csrf_valid,
 )
+from digest.web.metrics import CountResponses, healthz, metrics_page
 from digest.web.pages import (
     HEADER_TIMEOUT,
     MAX_CONNECTIONS,
@@ -64,7 +67,14 @@ LIMIT_CONCURRENCY = 512  # above MAX_CONNECTIONS: uvicorn counts open connection
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
 MAX_HEADER_BYTES = 16 * 1024  # request line + headers; larger gets a 400 from h11
 
+_HEAD_END = re.compile(rb"\n\r?\n")  # h11 accepts bare LF line ends too
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+              b"charset=utf-8\r\nconnection: close\r\ncontent-length: 32\r\n\r\n"
+              b"Request headers are too large.\r\n")
+
 ROUTES = [
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/metrics", metrics_page, methods=["GET"]),
     Route("/csrf", csrf, methods=["GET"]),
     Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),
     Route("/subscribe", subscribe, methods=["POST"]),
@@ -79,6 +89,7 @@ def app(config: Config, *, state: WebState | None = None) -> Starlette:
     """The ASGI application for `config` (pass `state` to set rate limits or a clock)."""
     application = Starlette(
         routes=ROUTES,
+        middleware=[Middleware(CountResponses)],  # /metrics: responses by status
         exception_handlers={
             BadRequest: bad_request, TooLarge: too_large, ClientGone: client_gone, HTTPException: http_error,
             DigestError: digest_error, Exception: server_error,
@@ -107,12 +118,31 @@ class _GuardedH11(H11Protocol):
     max_connections = MAX_CONNECTIONS
     _last_shed_log = -1e9
 
+    max_header_bytes = MAX_HEADER_BYTES
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
         self._opened = self.loop.time()
+        self._head: bytes | None = b""  # the request head read so far; None once complete
         self._arm_header_deadline()
         if len(self.connections) > self.max_connections:
             self._shed()
+
+    def data_received(self, data: bytes) -> None:
+        # h11's max_incomplete_event_size bounds only a head that arrives in pieces: one that
+        # comes in a single read (up to ~64 KB) passed whole. Count the head ourselves.
+        head = getattr(self, "_head", None)
+        if head is not None:
+            head += data
+            end = _HEAD_END.search(head)
+            size = end.end() if end else len(head)
+            if size > self.max_header_bytes:
+                self._head = None
+                self.transport.write(_TOO_LARGE)
+                self._close()
+                return
+            self._head = None if end else head
+        super().data_received(data)
 
     def _busy(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -147,6 +177,7 @@ class _GuardedH11(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._head = b""  # the next request's head is counted afresh
         if not self.transport.is_closing():
             self._arm_header_deadline()  # the next request's headers get the same bound
 
@@ -162,12 +193,21 @@ def _uvicorn_config(config: Config, application: Starlette, state: WebState | No
     state = state or application.state.web
     protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": state.header_timeout,
                                                   "max_connections": state.max_connections})
+    # Our log setup (digest.logs) formats uvicorn's lines like ours: no log_config of its
+    # own; its access log only with [web] access_log (uvicorn turns propagation off for none).
+    logging.getLogger("uvicorn.access").propagate = config.web.access_log
     return uvicorn.Config(application, host=config.web.host, port=config.web.port, lifespan="off",
-                          log_level="info", server_header=False, access_log=False, http=protocol,
+                          log_level="info", server_header=False, http=protocol, log_config=None,
+                          access_log=config.web.access_log,
                           # Requests in flight at once; past it uvicorn answers 503 at once.
                           limit_concurrency=LIMIT_CONCURRENCY,
                           timeout_keep_alive=KEEP_ALIVE,
-                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, **kw)
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                          # X-Forwarded-For only from the proxies config names: uvicorn's
+                          # default trusts 127.0.0.1, so any local client could choose the
+                          # address its rate limit is counted under.
+                          proxy_headers=bool(config.web.trusted_proxies),
+                          forwarded_allow_ips=list(config.web.trusted_proxies), **kw)
 
 
 def bind(config: Config) -> socket.socket:

@@ -35,6 +35,19 @@ _BY_SUFFIX = {
     ".svg": "image/svg+xml",
 }
 FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json", "text/x-opml")
+WEBSUB_TYPES = FEED_TYPES[:3]  # the feeds proper (not OPML): WebSub topics
+
+
+def websub_link(ctype: str, base_url: str, hubs: Iterable[str], url_path: str) -> str | None:
+    """The `Link` header of a feed response: each `[websub] hubs` hub as rel="hub" and the
+    feed's own absolute URL (base_url + the request path, as the feed's rel=self says it)
+    as rel="self" (W3C WebSub discovery); None for anything but a feed."""
+    if not ctype.startswith(WEBSUB_TYPES):
+        return None
+    rel = "/".join(quote(p) for p in url_path.split("/") if p)
+    links = [f'<{hub}>; rel="hub"' for hub in hubs]
+    links.append(f'<{base_url.rstrip("/")}/{rel}>; rel="self"')
+    return ", ".join(links)
 
 
 def media_type(name: str, head: bytes) -> str:
@@ -253,6 +266,9 @@ async def static(request: Request) -> Response:
         "X-Content-Type-Options": "nosniff",
         **(entry.csp or {}),
     }
+    link = websub_link(entry.ctype, st.config.site.base_url, st.config.websub.hubs, request.url.path)
+    if link is not None:
+        headers["Link"] = link
     etag, gz = entry.etag, False
     if compressible(entry.ctype):
         headers["Vary"] = "Accept-Encoding"

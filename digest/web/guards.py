@@ -26,6 +26,8 @@ BODY_TIMEOUT = 10.0  # seconds to receive a whole form body (a slow body holds a
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SUBSCRIBE_BURST = 5  # submissions an address may make at once…
 SUBSCRIBE_REFILL = 60.0  # …then one more per this many seconds
+CONFIRM_MAILS = 3  # confirmation mails one mailbox may get…
+CONFIRM_WINDOW = 24 * 3600.0  # …in any this many seconds
 
 
 class TooLarge(Exception):
@@ -139,6 +141,39 @@ class RateLimiter:
             del self._buckets[k]
         while len(self._buckets) > self.max_keys:
             del self._buckets[next(iter(self._buckets))]
+
+
+class WindowLimiter:
+    """At most `limit` takes per key in any `window` seconds (a sliding window): the
+    confirmation mails one mailbox may get, however many addresses ask for it."""
+
+    def __init__(self, limit: int = CONFIRM_MAILS, window: float = CONFIRM_WINDOW,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 50000) -> None:
+        self.limit, self.window, self.clock, self.max_keys = limit, window, clock, max_keys
+        self._times: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when allowed (counted), else the seconds until the oldest take leaves the window."""
+        now = self.clock()
+        with self._lock:
+            times = [t for t in self._times.get(key, ()) if now - t < self.window]
+            if len(times) >= self.limit:
+                self._times[key] = times
+                return times[0] + self.window - now
+            times.append(now)
+            self._times.pop(key, None)
+            self._times[key] = times  # newest last: the oldest keys are dropped first
+            while len(self._times) > self.max_keys:
+                del self._times[next(iter(self._times))]
+            return 0.0
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox an address reaches: `A+news@Example.org` and `a@example.org` are one
+    (sub-addressing), so plus-variants cannot multiply the mails one inbox receives."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"
 
 
 class ClientGone(Exception):

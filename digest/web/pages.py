@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,13 +22,21 @@ from digest.pipeline.subscribing import Subscriptions, open_subscriptions
 from digest.publish.site import environment
 from digest.resources import WEB_TEMPLATES
 from digest.web.files import FileCache
-from digest.web.guards import BODY_TIMEOUT, MAX_BODY, BadRequest, ClientGone, RateLimiter
+from digest.web.guards import (
+    BODY_TIMEOUT,
+    MAX_BODY,
+    BadRequest,
+    ClientGone,
+    RateLimiter,
+    WindowLimiter,
+)
 from digest.web.responses import error_page
 
 log = logging.getLogger("digest.web")
 
 MAX_CONNECTIONS = 500  # below uvicorn's limit_concurrency (512), which counts connections too
 HEADER_TIMEOUT = 10.0  # seconds from connect (or the last response) to a request's full headers
+TAG_CACHE_SECONDS = 60.0  # how stale the forms' tag list may be
 
 
 @dataclass
@@ -35,8 +44,9 @@ class WebState:
     config: Config
     files: FileCache = field(default_factory=FileCache)
     per_ip: RateLimiter = field(default_factory=RateLimiter)
-    # One victim's mailbox must not be flooded from many addresses: a quieter bucket per email.
-    per_email: RateLimiter = field(default_factory=lambda: RateLimiter(burst=3, refill=600.0))
+    # One victim's mailbox must not be flooded from many addresses: at most 3 confirmation
+    # mails a day per mailbox (`guards.mailbox_key`: plus-variants count as one).
+    per_email: WindowLimiter = field(default_factory=WindowLimiter)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Slow-client bounds (see web/__init__.py): open connections at once (the oldest idle one
     # is closed for a newcomer), seconds to send a request's headers, and its form body.
@@ -46,6 +56,7 @@ class WebState:
     _subscriptions: Subscriptions | None = None
     _templates: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _tag_cache: tuple[float, list[Any]] | None = None
 
     @property
     def subscriptions(self) -> Subscriptions:
@@ -72,6 +83,15 @@ class WebState:
     def secret(self) -> bytes:
         """The site secret (env var, else generated once and kept in the store); never logged."""
         return self.subscriptions.secret
+
+    def tag_choices(self) -> list[Any]:
+        """The forms' tag checkboxes (Subscriptions.tag_choices), read again at most once a
+        minute: listing every story per form view would cost a store scan each time."""
+        now = time.monotonic()
+        cached = self._tag_cache
+        if cached is None or now - cached[0] > TAG_CACHE_SECONDS:
+            cached = self._tag_cache = (now, self.subscriptions.tag_choices())
+        return cached[1]
 
 
 async def bad_request(request: Request, exc: Exception) -> Response:

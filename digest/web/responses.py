@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digest import i18n
 from digest.config import Config
 from digest.web.guards import CSRF_COOKIE, CSRF_COOKIE_TTL
 
@@ -41,20 +43,34 @@ def security_headers(script_src: str) -> dict[str, str]:
     }
 
 
+def languages_of(request: Request, known: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The reader's interface languages (digest.i18n.negotiate): `known` (a subscriber's
+    languages) bounds them, `Accept-Language` picks among them, else both."""
+    return i18n.negotiate(request.headers.get("accept-language"), known)
+
+
 def render(request: Request, template: str, status: int = 200, *,
-           cookie: str | None = None, **ctx: Any) -> Response:
+           cookie: str | None = None, langs: Sequence[str] | None = None, **ctx: Any) -> Response:
     """An HTML page from templates/web/, rendered by digest.publish.site's environment (autoescape
     on, undefined names are errors, XML-illegal characters stripped). `cookie` is a new
-    browser id to set as the CSRF cookie (None: leave the browser's cookie alone)."""
+    browser id to set as the CSRF cookie (None: leave the browser's cookie alone). `langs`
+    are the subscriber's languages when the page is theirs (a link token named them); the
+    page is in those, or the browser's, or both (`languages_of`)."""
     st = state_of(request)
     nonce = secrets.token_urlsafe(12)
-    for key, value in (("base_url", base_url(st.config)), ("site", st.config.site), ("page_lang", "en"),
+    ui_langs = languages_of(request, langs)
+    for key, value in (("base_url", base_url(st.config)), ("site", st.config.site),
+                       ("page_lang", i18n.html_lang(ui_langs)), ("ui_langs", ui_langs),
                        ("root", base_url(st.config)), ("nonce", nonce), ("hint", ""), ("problem", None),
-                       ("prefs_token", None), ("email", "")):
+                       ("prefs_token", None), ("email", ""), ("errors", {}),
+                       ("digest_choices", [d.name for d in st.config.digests]),
+                       ("default_digests", list(st.config.default_digests()))):
         ctx.setdefault(key, value)
     html = st.templates.get_template(template).render(**ctx)
     resp = Response(html, status_code=status, media_type="text/html; charset=utf-8")
     resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Content-Language"] = ", ".join(i18n.HTML_LANG[code] for code in ui_langs)
+    resp.headers["Vary"] = "Accept-Language"
     # base.html carries its styles inline; scripts run only with this response's nonce.
     resp.headers.update(security_headers(f"'nonce-{nonce}'"))
     if cookie:
@@ -69,13 +85,13 @@ def set_csrf_cookie(resp: Response, config: Config, browser_id: str) -> None:
 
 
 def error_page(request: Request, status: int, message: str, hint: str = "") -> Response:
-    titles = {400: "This link or form is not valid", 403: "Request refused", 404: "Not found",
-              405: "Method not allowed", 413: "Too much data", 415: "Unsupported form",
-              429: "Too many requests", 500: "Something went wrong"}
+    """The friendly error page: a title for `status` and the English `message` and `hint`,
+    both in the reader's language(s) where digest.i18n knows a translation."""
+    heading = f"error.{status}" if f"error.{status}" in i18n.STRINGS else "error.other"
     try:
-        return render(request, "message.html", status, kind="error",
-                      heading=titles.get(status, "Error"), message=message, hint=hint)
+        return render(request, "message.html", status, kind="error", heading=heading,
+                      message=message, hint=hint, free=True)
     except Exception:  # the error page itself must never fail with a stack trace
         log.exception("error page failed")
-        return Response(f"{status} {titles.get(status, 'Error')}\n", status_code=status,
-                        media_type="text/plain; charset=utf-8")
+        title = i18n.STRINGS[heading]["en"]
+        return Response(f"{status} {title}\n", status_code=status, media_type="text/plain; charset=utf-8")

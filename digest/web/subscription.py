@@ -6,24 +6,28 @@ every change goes through the pipeline's Subscriptions handle (WebState.subscrip
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digest import subscribers
+from digest import i18n, subscribers
 from digest.errors import DigestError
 from digest.mail import tokens
-from digest.models import FEED_LANGUAGES, Subscriber
+from digest.models import Subscriber
 from digest.web.guards import (
     CSRF_COOKIE,
     BadRequest,
     csrf_token,
     csrf_valid,
     first,
+    mailbox_key,
     new_browser_id,
     read_form,
     same_origin,
@@ -33,6 +37,8 @@ from digest.web.pages import WebState
 from digest.web.responses import error_page, render, set_csrf_cookie, state_of
 
 log = logging.getLogger("digest.web")
+
+_TAG_SPLIT = re.compile(r"[,，、\n]")  # as digest.subscribers.parse_tags splits
 
 
 def _new_csrf(request: Request) -> tuple[str, str | None]:
@@ -68,19 +74,64 @@ async def csrf(request: Request) -> Response:
 
 
 async def subscribe_form(request: Request) -> Response:
+    st = state_of(request)
     token, fresh = await run_in_threadpool(_new_csrf, request)
-    return render(request, "subscribe.html", csrf=token, cookie=fresh, form={}, languages=FEED_LANGUAGES)
+    choices = await run_in_threadpool(st.tag_choices)
+    return render(request, "subscribe.html", csrf=token, cookie=fresh, form={}, tag_choices=choices)
 
 
-def _new_subscriber(st: WebState, form: dict[str, list[str]]) -> Subscriber:
-    """The form as a pending subscriber whose `created` is this request's time (see
-    subscribers.subscribed); a value the rules refuse re-shows the form (400)."""
-    try:
-        return subscribers.new_subscriber(first(form, "email"), form.get("languages", []),
-                                          form.get("tags", []), first(form, "timezone"),
-                                          "pending", st.clock())
-    except DigestError as e:
-        raise BadRequest(e.message, 400, e.hint) from e
+Errors = dict[str, tuple[str, str]]  # field → (message, hint), the rules' English words
+
+
+def _digests(form: dict[str, list[str]], known: Sequence[str]) -> tuple[str, ...]:
+    """The digests ticked (the form offers them when config.toml has more than one)."""
+    chosen = subscribers.parse_digests(form.get("digests", []), known)
+    if not chosen:
+        raise DigestError("digests: choose at least one digest",
+                          "to receive none, use the unsubscribe link in any digest")
+    return chosen
+
+
+def _check_fields(form: dict[str, list[str]], *, email: bool,
+                  known: Sequence[str] = ()) -> tuple[dict[str, Any], Errors]:
+    """Each field through its rule in digest.subscribers (the CLI's rules): the values, and
+    for each refused field its message and hint, shown beside that field. `known`: the
+    [[digests]] names; with two or more the form offers them (`digests` then is a value)."""
+    checks: list[tuple[str, Callable[[], Any]]] = [
+        ("languages", lambda: subscribers.parse_languages(form.get("languages", []))),
+        ("tags", lambda: subscribers.parse_tags(form.get("tags", []))),
+        ("timezone", lambda: subscribers.check_timezone(first(form, "timezone"))),
+    ]
+    if len(known) > 1:
+        checks.append(("digests", lambda: _digests(form, known)))
+    if email:
+        checks.insert(0, ("email", lambda: subscribers.normalize_email(first(form, "email"))))
+    values: dict[str, Any] = {}
+    errors: Errors = {}
+    for name, check in checks:
+        try:
+            values[name] = check()
+        except DigestError as e:
+            errors[name] = (i18n.field_message(e.message), e.hint)
+    return values, errors
+
+
+def _typed(form: dict[str, list[str]]) -> dict[str, Any]:
+    """What was sent, to show again in a re-shown form (bounded: the body limit already is)."""
+    tags = [t.strip() for v in form.get("tags", []) for t in _TAG_SPLIT.split(v) if t.strip()]
+    return {"email": first(form, "email"), "languages": form.get("languages", []),
+            "tags": list(dict.fromkeys(tags))[:60], "timezone": first(form, "timezone"),
+            "digests": form.get("digests", [])[:20]}
+
+
+async def _reshow(request: Request, form: dict[str, list[str]], status: int, **ctx: Any) -> Response:
+    """The subscribe form again with what was typed and a fresh token: a visitor without
+    script (no token yet) or with an expired page just submits once more."""
+    st = state_of(request)
+    token, fresh = await run_in_threadpool(_new_csrf, request)
+    choices = await run_in_threadpool(st.tag_choices)
+    return render(request, "subscribe.html", status, csrf=token, cookie=fresh, form=_typed(form),
+                  tag_choices=choices, **ctx)
 
 
 async def _send_confirmation(st: WebState, sub: Subscriber) -> None:
@@ -104,28 +155,32 @@ async def subscribe(request: Request) -> Response:
     form = await read_form(request, st.body_timeout)
     try:
         _check_post(request, form)
-        new = _new_subscriber(st, form)
     except BadRequest as e:
-        # Show the form again with what was typed and a fresh token: a visitor without
-        # script (no token yet) or with an expired page just submits once more.
-        token, fresh = await run_in_threadpool(_new_csrf, request)
-        values = {"email": first(form, "email"), "tags": ", ".join(form.get("tags", [])),
-                  "timezone": first(form, "timezone"), "languages": form.get("languages", [])}
-        return render(request, "subscribe.html", e.status, csrf=token, cookie=fresh, form=values,
-                      languages=FEED_LANGUAGES, problem=e.message, hint=e.hint)
+        return await _reshow(request, form, e.status, problem=e.message, hint=e.hint)
+    known = _known(st)
+    values, errors = _check_fields(form, email=True, known=known)
+    if errors:
+        return await _reshow(request, form, 400, errors=errors)
+    # `created` is this request's time (see subscribers.subscribed)
+    new = subscribers.new_subscriber(values["email"], values["languages"], values["tags"],
+                                     values["timezone"], "pending", st.clock(),
+                                     digests=values.get("digests"), known_digests=known)
     task = None
     # A throttled address changes nothing: no new choices, no new request time (which would
     # void the link its owner was just sent), no mail.
-    if not st.per_email.take(new.email):
+    if not st.per_email.take(mailbox_key(new.email)):  # a+x@d and a@d: one mailbox
         sub = await run_in_threadpool(st.subscriptions.subscribe, new)
         task = BackgroundTask(_send_confirmation, st, sub)
     # The same words whether the address is new, pending, active or throttled: no enumeration.
-    resp = render(request, "message.html", kind="subscribed",
-                  heading="Check your inbox", email=new.email,
-                  message="If the address can receive mail, a confirmation link is on its way.",
-                  hint=f"Open the link in that email to start receiving the digest. It works for {tokens.CONFIRM_LIFETIME.days} days.")
+    resp = render(request, "message.html", kind="subscribed", heading="sent.title", email=new.email,
+                  message="sent.message", hint="sent.hint",
+                  values={"days": tokens.CONFIRM_LIFETIME.days})
     resp.background = task
     return resp
+
+
+def _known(st: WebState) -> tuple[str, ...]:
+    return tuple(d.name for d in st.config.digests)
 
 
 def _token_email(st: WebState, purpose: str, token: str) -> str:
@@ -144,6 +199,12 @@ def _links(st: WebState, email: str) -> dict[str, str]:
     return st.subscriptions.link_tokens(email)
 
 
+def _languages(st: WebState, email: str) -> list[str] | None:
+    """The languages a link's subscriber reads (their pages are in those), None if unknown."""
+    sub = st.subscriptions.get(email)
+    return list(sub.languages) if sub is not None and sub.languages else None
+
+
 async def confirm(request: Request) -> Response:
     """GET (and HEAD) only show a Confirm button: mail scanners and link previews follow
     links, and must not subscribe anyone. The POST confirms; the signed link is its whole
@@ -157,53 +218,53 @@ async def confirm(request: Request) -> Response:
     # "gone" / "already" / "stale" / "ready" / "confirmed": subscribers.confirmed
     outcome = await run_in_threadpool(
         lambda: st.subscriptions.confirm(email, expires, st.clock(), activate=post))
+    langs = await run_in_threadpool(_languages, st, email)
     if outcome == "gone":
-        return render(request, "message.html", kind="gone", heading="This link was already used",
-                      message="This address is not subscribed any more.",
-                      hint="To subscribe again, use the form on the front page.")
+        return render(request, "message.html", kind="gone", heading="gone.title",
+                      message="gone.message", hint="gone.hint", langs=langs)
     if outcome == "stale":
-        return render(request, "message.html", 400, kind="error", heading="This link was replaced",
-                      message="This link is not valid: a newer confirmation link was sent to this address.",
-                      hint="Use the link in the newest confirmation email, or subscribe again from the front page.")
+        return render(request, "message.html", 400, kind="error", heading="stale.title",
+                      message="stale.message", hint="stale.hint", langs=langs)
     if outcome == "ready":
-        return render(request, "message.html", kind="confirm", heading="Confirm your subscription",
-                      email=email, confirm_token=token,
-                      message=f"Start sending the digest to {email}?",
-                      hint="Nothing is sent until you press the button.")
+        return render(request, "message.html", kind="confirm", heading="confirm.title",
+                      email=email, confirm_token=token, message="confirm.message",
+                      hint="confirm.hint", values={"email": email}, langs=langs)
     links = await run_in_threadpool(_links, st, email)
-    heading = "You are subscribed" if outcome == "confirmed" else "You were already subscribed"
+    heading = "confirmed.title" if outcome == "confirmed" else "confirmed.already"
     return render(request, "message.html", kind="confirmed", heading=heading, email=email,
-                  message="The digest will arrive at the time set for your time zone.", **links)
+                  message="confirmed.message", langs=langs, **links)
 
 
 async def preferences(request: Request) -> Response:
     st = state_of(request)
     token = request.query_params.get("t", "")
     email = await run_in_threadpool(_token_email, st, "prefs", token)
-    saved, problem, hint = False, None, ""
+    saved, errors, typed = False, {}, None
     if request.method == "POST":
         _check_post(request)
         form = await read_form(request, st.body_timeout)
         _check_post(request, form)
-        try:
-            langs = subscribers.parse_languages(form.get("languages", []))
-            tags = subscribers.parse_tags(form.get("tags", []))
-            tz = subscribers.check_timezone(first(form, "timezone"))
-        except DigestError as e:
-            problem, hint = e.message, e.hint
+        values, errors = _check_fields(form, email=False, known=_known(st))
+        if errors:
+            typed = _typed(form)
         else:
-            saved = await run_in_threadpool(st.subscriptions.update_preferences, email, langs,
-                                            tags, tz)
+            saved = await run_in_threadpool(st.subscriptions.update_preferences, email,
+                                            values["languages"], values["tags"], values["timezone"],
+                                            values.get("digests"))
     sub = await run_in_threadpool(st.subscriptions.get, email)
     if sub is None or sub.status in ("unsubscribed", "bounced"):
-        return render(request, "message.html", kind="gone", heading="Not subscribed",
-                      message="This address does not receive the digest.",
-                      hint="To subscribe again, use the form on the front page.")
+        return render(request, "message.html", kind="gone", heading="notsub.title",
+                      message="notsub.message", hint="gone.hint",
+                      langs=sub.languages if sub is not None else None)
     csrf_tok, fresh = await run_in_threadpool(_new_csrf, request)
     links = await run_in_threadpool(_links, st, email)
-    return render(request, "preferences.html", 400 if problem else 200, cookie=fresh,
-                  csrf=csrf_tok, token=token, sub=sub, saved=saved, problem=problem, hint=hint,
-                  languages=FEED_LANGUAGES, **links)
+    choices = await run_in_threadpool(st.tag_choices)
+    form_values = typed or {"languages": sub.languages, "tags": sub.tags, "timezone": sub.timezone,
+                            "digests": list(st.config.digests_of(sub.digests))}
+    # The page speaks the stored languages: a refused form changes nothing yet.
+    return render(request, "preferences.html", 400 if errors else 200, cookie=fresh,
+                  csrf=csrf_tok, token=token, sub=sub, saved=saved, errors=errors,
+                  form=form_values, tag_choices=choices, langs=sub.languages, **links)
 
 
 async def unsubscribe(request: Request) -> Response:
@@ -215,11 +276,12 @@ async def unsubscribe(request: Request) -> Response:
     st = state_of(request)
     token = request.query_params.get("t", "")
     email = await run_in_threadpool(_token_email, st, "unsubscribe", token)
+    langs = await run_in_threadpool(_languages, st, email)
     if request.method != "POST":
-        return render(request, "unsubscribe.html", token=token, email=email, done=False)
+        return render(request, "unsubscribe.html", token=token, email=email, done=False, langs=langs)
     form = await read_form(request, st.body_timeout)
     if first(form, "List-Unsubscribe") != "One-Click":
         raise BadRequest("The unsubscribe request is missing List-Unsubscribe=One-Click.", 400,
                          "Use the button on the unsubscribe page.")
     await run_in_threadpool(st.subscriptions.unsubscribe, email)
-    return render(request, "unsubscribe.html", token=token, email=email, done=True)
+    return render(request, "unsubscribe.html", token=token, email=email, done=True, langs=langs)

@@ -70,8 +70,10 @@ def test_rank_filter_matching_nothing_says_so(tmp_path: Path,
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
-@pytest.mark.usefixtures("empty_config")
-def test_rank_on_an_empty_store_still_says_ingest_first(tmp_path: Path,
+def test_rank_on_an_empty_store_still_says_ingest_first(tmp_path: Path, empty_config,
                                                         capsys: pytest.CaptureFixture) -> None:
+    from digest.store import Store
+
+    Store(empty_config.store.path)  # an empty store (a missing one is an error: tests/cli/test_ops.py)
     assert main(["--config", str(tmp_path / "config.toml"), "rank", "--lang", "en"]) == 0
     assert "run `digest ingest` first" in capsys.readouterr().out

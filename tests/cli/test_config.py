@@ -41,7 +41,7 @@ def test_shipped_config_is_the_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, SHIPPED))
     root = tmp_path.resolve()
     expected = Config(path=tmp_path / "config.toml")
-    for section in ("site", "rank", "web", "schedule"):
+    for section in ("site", "rank", "web", "schedule", "websub"):
         assert getattr(cfg, section) == getattr(expected, section)
     assert cfg.digests == expected.digests
     assert cfg.store.path == root / "store"
@@ -225,7 +225,10 @@ def run_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Comple
 def test_init_writes_default_then_refuses(tmp_path: Path) -> None:
     r = run_cli(tmp_path, "init")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "config.toml").read_text(encoding="utf-8") == SHIPPED
+    # The default, with the inbox it creates as [ingest] paths (tests/cli/test_ops.py)
+    assert (tmp_path / "config.toml").read_text(encoding="utf-8") == \
+        SHIPPED.replace('paths = ["seeds"]', 'paths = ["inbox"]', 1)
+    assert (tmp_path / "inbox").is_dir() and (tmp_path / "store" / "stories.json").is_file()
     (tmp_path / "config.toml").write_text(SHIPPED + "# mine\n", encoding="utf-8")
     r = run_cli(tmp_path, "init")
     assert r.returncode == 1

@@ -16,6 +16,7 @@ SECTIONS = {
     "site": cfgmod.SiteConfig, "store": cfgmod.StoreConfig, "ingest": cfgmod.IngestConfig,
     "feeds": cfgmod.FeedsConfig, "rank": cfgmod.RankConfig, "smtp": cfgmod.SmtpConfig,
     "web": cfgmod.WebConfig, "schedule": cfgmod.ScheduleConfig, "digests": cfgmod.DigestConfig,
+    "dkim": cfgmod.DkimConfig, "websub": cfgmod.WebSubConfig, "bounces": cfgmod.BouncesConfig,
 }
 
 
@@ -59,7 +60,7 @@ def test_every_attribute_the_code_reads_is_a_setting() -> None:
     known = {(s.section, s.key) for s in cfgmod.SETTINGS}
     methods = {(sec, name) for sec, cls in SECTIONS.items() for name in dir(cls)
                if not name.startswith("_")}
-    pattern = re.compile(r"\b(?:config|cfg|conf)\.(site|store|ingest|feeds|rank|smtp|web|schedule)\.([a-z_]+)\b")
+    pattern = re.compile(r"\b(?:config|cfg|conf)\.(site|store|ingest|feeds|websub|rank|smtp|web|schedule)\.([a-z_]+)\b")
     unknown = []
     for path in (REPO / "digest").rglob("*.py"):
         for m in pattern.finditer(path.read_text(encoding="utf-8")):

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from digest.store import Store
 from tests.support.daemon import (
     WAIT,
     DaemonProc,
@@ -154,6 +155,7 @@ def test_run_once_logs_each_rejection_once_with_its_hint(tmp_path: Path) -> None
 
 def test_schedule_lists_jobs_and_zones(tmp_path: Path) -> None:
     cfg = make_project(tmp_path, web_port=free_port())
+    Store(tmp_path / "store")  # `schedule` needs a store (a missing one: tests/cli/test_ops.py)
     r = cli(cfg, "schedule", "--now", "2024-03-09T12:00:00Z")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [

@@ -70,10 +70,13 @@ def test_phone_reader_sees_both_languages_within_the_screen(browser, digests) ->
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         box = page.locator("table.container").bounding_box()
         assert box is not None and box["width"] <= 375
-        unsub = page.get_by_role("link", name="Unsubscribe · 退订")
-        assert unsub.is_visible()
-        assert "/unsubscribe?t=" in unsub.get_attribute("href")
-        assert page.get_by_role("link", name="Preferences · 偏好设置").is_visible()
+        for name in ("Unsubscribe", "退订"):  # one footer line per language
+            unsub = page.get_by_role("link", name=name, exact=True)
+            assert unsub.is_visible()
+            assert "/unsubscribe?t=" in unsub.get_attribute("href")
+        assert page.get_by_role("link", name="Preferences", exact=True).is_visible()
+        assert page.get_by_role("link", name="偏好设置", exact=True).is_visible()
+        assert "Sent to both@example.com" in body and "本邮件发送至 both@example.com" in body
         # the preheader is for the inbox list only
         assert not page.locator(".preheader").is_visible()
     finally:
@@ -87,7 +90,7 @@ def test_desktop_layout_is_at_most_600px(browser, digests) -> None:
         assert box is not None and 500 <= box["width"] <= 600
         body = page.inner_text("body")
         assert "China may have accessed Mythos" in body and "中国可能已访问Mythos" not in body
-        assert "Not available in English" in body
+        assert "in this issue" in body.lower() and "Not available in English" not in body
         assert page.get_by_role("link", name="Unsubscribe").is_visible()
     finally:
         ctx.close()
@@ -116,5 +119,12 @@ def test_dark_mode_turns_the_card_dark_with_light_text(browser, digests) -> None
             "getComputedStyle(document.querySelector('table.container')).backgroundColor")
         fg = page.evaluate("getComputedStyle(document.querySelector('td.pad.story')).color")
         assert _luminance(bg) < 80 and _luminance(fg) > 150
+        # the masthead stays distinct from the card; dividers do not glare
+        head = page.evaluate(
+            "getComputedStyle(document.querySelector('td.masthead')).backgroundColor")
+        assert head != bg
+        line = page.evaluate(
+            "getComputedStyle(document.querySelector('td.pad.story')).borderTopColor")
+        assert _luminance(line) < 80
     finally:
         ctx.close()

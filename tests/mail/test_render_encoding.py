@@ -4,12 +4,13 @@ part whole (links spliced in first) gives, wherever the markers fall."""
 from __future__ import annotations
 
 import base64
+import html as html_lib
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.mail.render import PREFS_MARK, UNSUB_MARK, RenderedBody, Renderer
+from digest.mail.render import ADDR_MARK, PREFS_MARK, UNSUB_MARK, RenderedBody, Renderer
 from digest.mail.transports import wire_data
 from tests.support.send import story
 
@@ -23,13 +24,14 @@ def _whole_part(boundary: str, ctype: str, content: str) -> bytes:
 
 
 _TEXT = st.lists(st.sampled_from(["a", "中", "é", "\n", "😀", " ", UNSUB_MARK, PREFS_MARK,
-                                  "x" * 56, "y" * 57]), max_size=40).map("".join)
+                                  ADDR_MARK, "x" * 56, "y" * 57]), max_size=40).map("".join)
 _RENDERER = Renderer("https://news.example.org/", "AI News", "digest@example.org")
 _NOW = datetime(2026, 4, 13, 7, 0, tzinfo=UTC)
 
 
 @settings(max_examples=200, deadline=None)
-@given(_TEXT, _TEXT, st.lists(st.sampled_from(["u1", "u22", "u333"]), min_size=2, max_size=4))
+@given(_TEXT, _TEXT, st.lists(st.sampled_from(["u1", "u22", "u333", "o'n&"]), min_size=2,
+                              max_size=4))
 def test_cached_parts_equal_whole_encoding(text: str, html: str, who: list[str]) -> None:
     body = RenderedBody(text=text, html=html, story_ids=("a",), boundary="==_digest_x",
                         subject="s", html_lang="en")
@@ -37,10 +39,12 @@ def test_cached_parts_equal_whole_encoding(text: str, html: str, who: list[str])
         unsub = f"https://news.example.org/unsubscribe?t={name}"
         prefs = f"https://news.example.org/preferences?t={name}{name}"
         msg = _RENDERER.build_message(body, f"{name}@example.com", "<m@x>", _NOW, unsub, prefs)
+        to = f"{name}@example.com"
         parts = b"".join(
             _whole_part(body.boundary, ctype, content.replace(UNSUB_MARK, unsub)
-                        .replace(PREFS_MARK, prefs))
-            for ctype, content in (("text/plain", text), ("text/html", html)))
+                        .replace(PREFS_MARK, prefs).replace(ADDR_MARK, addr))
+            for ctype, content, addr in (("text/plain", text, to),
+                                         ("text/html", html, html_lib.escape(to))))
         assert msg.endswith(parts + f"--{body.boundary}--\r\n".encode())
         assert f"To: {name}@example.com\r\n".encode() in msg
         # What Envelope(wire_ready=True) promises the transport: nothing to fix.

@@ -67,21 +67,21 @@ def test_three_subscribers_each_get_one_correct_digest_then_nothing(smtp_server,
 
     en = got["en@example.com"][0]
     text, html = parts(en)
-    assert en["Subject"] == "AI News Daily — 2026-11-22"
+    assert en["Subject"] == f"{EN_TITLE} | AI News Daily — 2026-11-22"  # lead story first
     assert EN_TITLE in html and EN_TITLE_2 in html and ZH_TITLE not in html
     assert 'lang="en"' in html and 'lang="zh-Hans"' not in html
-    assert "Not available in English" in html  # the Chinese-only article, said so
+    assert "stories/" + ZH_ONLY not in html  # the Chinese-only article: left out (issue 13)
     assert EN_TITLE in text and ZH_TITLE not in text
 
     zh = got["zh@example.com"][0]
     text, html = parts(zh)
-    assert zh["Subject"] == "AI资讯日报 — 2026-11-22"
+    assert zh["Subject"] == f"{ZH_TITLE} | AI资讯日报 — 2026-11-22"
     assert ZH_TITLE in html and EN_TITLE not in html and 'lang="zh-Hans"' in html
     assert 'lang="zh-Hant"' in html and "退订" in html and "Unsubscribe" not in html
 
     both = got["both@example.com"][0]
     text, html = parts(both)
-    assert both["Subject"] == "AI News Daily · AI资讯日报 — 2026-11-22"
+    assert both["Subject"] == f"{EN_TITLE} | AI News Daily · AI资讯日报 — 2026-11-22"
     assert EN_TITLE in html and ZH_TITLE in html and EN_TITLE_2 in html
     assert html.index(EN_TITLE) < html.index(ZH_TITLE)  # English block, then Chinese
     assert "stories/" + ZH_ONLY not in html  # tag filter 政策: the untagged one is out
@@ -213,7 +213,7 @@ def test_crash_between_batches_rerun_sends_only_the_rest(tmp_path: Path, monkeyp
         first = srv.messages[0].rcpt_tos[0]
         journal = Store(config.store.path).journal
         states = {e: journal.state("daily", "2026-11-22", e)["state"]
-                  for e in ("en@example.com", "zh@example.com") if
+                  for e in ("en@example.com", "zh@example.com", "both@example.com") if
                   journal.state("daily", "2026-11-22", e)}
         assert states[first] == "sent" and "sending" in states.values()
         rerun = _send(config)
@@ -272,7 +272,7 @@ def test_preview_html_and_eml(config, tmp_path: Path) -> None:
     assert "%%DIGEST" not in html
     eml = preview(config, langs=["zh"], out=tmp_path / "p.eml", now=NOW)
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-    assert msg["Subject"] == "AI资讯日报 — 2026-11-22"
+    assert msg["Subject"] == f"{ZH_TITLE} | AI资讯日报 — 2026-11-22"
     assert maildir_messages(config) == []
     assert list(Store(config.store.path).journal.records()) == []
 
@@ -341,7 +341,7 @@ def test_a_second_concurrent_sender_is_refused(config) -> None:
     store = Store(config.store.path)
     from digest.errors import DeliveryError
 
-    with sending._send_lock(store, "daily"):
+    with store.send_lock("daily"):
         with pytest.raises(DeliveryError, match="another process") as e:
             send_digest(config, now=NOW)
         assert e.value.hint

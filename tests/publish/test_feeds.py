@@ -95,7 +95,9 @@ def _expected_ids(seeds, key, items=50):
         chosen = [s for s in ranked if s.text_in(key)]
     else:
         chosen = [s for s in ranked if key in s.tags]
-    return [f"urn:digest:story:{s.id}" for s in chosen[:items]]
+    # en/zh: the version in that language; all/tags: each story once, in its first language
+    return [f"urn:digest:story:{s.id}:{s.text_in(key) if key in ('en', 'zh') else s.languages[0]}"
+            for s in chosen[:items]]
 
 
 def test_every_seed_feed_parses_in_rank_order(seeds, seed_site):
@@ -130,8 +132,8 @@ def test_chinese_only_story_not_in_en(seeds, seed_site):
     zh_only = [s for s in seeds if not s.text_in("en")]
     assert zh_only, "seed 003 is Traditional Chinese only"
     for s in zh_only:
-        urn = f"urn:digest:story:{s.id}".encode()
-        assert urn not in files["feeds/en/atom.xml"]
+        assert f"urn:digest:story:{s.id}".encode() not in files["feeds/en/atom.xml"]
+        urn = f"urn:digest:story:{s.id}:zh-Hant".encode()
         assert urn in files["feeds/zh/atom.xml"] and urn in files["feeds/all/atom.xml"]
 
 
@@ -192,7 +194,7 @@ def test_items_limit(cfg):
     files, _ = build_files(cfg, stories, NOW)
     for name in ("rss.xml", "atom.xml", "feed.json"):
         ids = entry_ids(files[f"feeds/all/{name}"], name)
-        assert ids == [f"urn:digest:story:s{i:02d}" for i in range(3)]
+        assert ids == [f"urn:digest:story:s{i:02d}:en" for i in range(3)]
 
 
 # --- untrusted text ----------------------------------------------------------------------
@@ -209,13 +211,13 @@ def test_hostile_text_survives_as_text_everywhere(cfg):
         if path.endswith(".json"):
             doc = json.loads(blob)
             assert not list(validator.iter_errors(doc))
-            item = next(i for i in doc["items"] if i["id"].endswith("evil0001"))
+            item = next(i for i in doc["items"] if ":evil0001:" in i["id"])
             assert clean in item["title"] and clean in item["summary"] and clean in item["tags"]
             assert "<script>" not in item["content_html"] and "&lt;script&gt;" in item["content_html"]
             continue
         parsed = feedparser.parse(blob)
         assert parsed.bozo == 0, (path, parsed.get("bozo_exception"))
-        e = next(e for e in parsed.entries if e.id.endswith("evil0001"))
+        e = next(e for e in parsed.entries if ":evil0001:" in e.id)
         assert clean in e.title, (path, e.title)  # `<script>`, `&` and `]]>` as text
         content = e.content[0].value if e.get("content") else ""
         assert "<script>" not in content and "&lt;script&gt;" in content

@@ -19,7 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from digest.mail.render import InvalidAddress, Renderer, message_id, normalize_email
+from digest.mail.render import (
+    SUBJECT_WIDTH,
+    InvalidAddress,
+    Renderer,
+    display_width,
+    message_id,
+    normalize_email,
+)
 from digest.models import FAQ, Block, Story
 from digest.publish.plan import build_files
 from tests.support.publish import jsonfeed_validator, make_config, seed_stories
@@ -178,7 +185,8 @@ def test_any_story_gives_one_well_formed_mail_with_inert_html(renderer, hostile_
     assert sorted(names) == sorted(HEADERS), names  # nothing added, nothing lost
     assert not msg.defects, msg.defects
     assert msg["To"] == to and msg["From"].addresses[0].addr_spec == "digest@news.example.org"
-    assert "\n" not in str(msg["Subject"]) and MARK not in str(msg["Subject"])
+    # The subject names the lead story (issue 13): story text, but one cleaned line, cut.
+    assert "\n" not in str(msg["Subject"]) and display_width(msg["Subject"]) <= SUBJECT_WIDTH
     parts = {p.get_content_type(): p for p in msg.walk() if not p.is_multipart()}
     assert set(parts) == {"text/plain", "text/html"}
     text, html = parts["text/plain"].get_content(), parts["text/html"].get_content()
@@ -255,5 +263,10 @@ def test_hostile_story_end_to_end_through_ingest_publish_and_maildir(tmp_path: P
     assert send_digest(config, now=NOW).sent == ["a@example.com"]
     (msg_file,) = (config.smtp.maildir / "new").iterdir()
     msg = email.message_from_bytes(msg_file.read_bytes(), policy=email.policy.default)
-    assert sorted(k.lower() for k in msg.keys()) == sorted(HEADERS)
+    # a sent digest also names its public page (RFC 5064), which send publishes: inert too
+    assert sorted(k.lower() for k in msg.keys()) == sorted(HEADERS | {"archived-at"})
+    pages = list((out / "editions").rglob("*.html"))
+    assert len(pages) == 2  # the edition and the digest's archive
+    for p in pages:
+        assert_html_inert(p.read_bytes(), str(p))
     assert_html_inert(msg.get_body(("html",)).get_content(), "maildir")

@@ -152,7 +152,7 @@ def test_adding_one_story_rewrites_only_what_it_touches(seeded):
     # Everything else keeps its mtime (the manifest gained the new page's path).
     assert all(after[p] == before[p] for p in before if p not in changed | {MANIFEST})
     top = feedparser.parse((cfg.feeds.output / "feeds/en/atom.xml").read_bytes()).entries[0]
-    assert top.id == "urn:digest:story:zzfresh00000001"
+    assert top.id == "urn:digest:story:zzfresh00000001:en"
 
 
 def test_tag_removal_unlists_and_deletes_its_feeds(seeded):

@@ -10,7 +10,7 @@ from lxml import etree
 
 from digest.pipeline.publishing import publish
 from digest.publish.plan import build_files
-from digest.publish.site import story_path
+from digest.publish.site import story_path, typeset
 from tests.support.publish import HOSTILE, NOW, make_config, seed_stories, store_with, story
 
 BASE = "http://127.0.0.1:8000/"
@@ -45,15 +45,19 @@ def test_story_pages_have_every_section_with_lang(built):
         assert sections == s.languages, (s.id, sections)
         for code in s.languages:
             for text in (s.tldr.get(code) or [])[:1] + (s.analysis.get(code) or [])[:1]:
-                assert text.replace("'", "&#39;").replace('"', "&#34;") in html
+                assert typeset(text, code).replace("'", "&#39;").replace('"', "&#34;") in html
             for f in s.faq.get(code) or []:
-                assert f.q.replace("'", "&#39;").replace('"', "&#34;") in html
+                assert typeset(f.q, code).replace("'", "&#39;").replace('"', "&#34;") in html
             if len(s.key_data.get(code) or []) > 1:
                 assert "<table>" in html
         assert tags[0] == ("html", {"lang": s.languages[0]})
     zh_hant = next(s for s in stories if s.languages == ["zh-Hant"])
     page = files[story_path(zh_hant.id)].decode()
-    assert 'lang="zh-Hant"' in page and "新智元" in page and "摘錄" in page  # excerpt marked
+    assert 'lang="zh-Hant"' in page and "新智元" in page
+    # The TL;DR is an excerpt of the body: the page says it once (the body), not three times.
+    main = page.split("<main>", 1)[1]
+    first = typeset(zh_hant.tldr["zh-Hant"][0], "zh-Hant")
+    assert main.count(first) == 1 and "摘錄" not in main
 
 
 def test_index_autodiscovers_every_feed(built):
@@ -69,26 +73,94 @@ def test_index_autodiscovers_every_feed(built):
     assert 'id="subscribe"' in html  # the _subscribe.html include
 
 
-def test_opml_lists_every_feed_file(built):
+def test_opml_lists_every_feed_once_in_one_format(built):
     _, files, feeds = built
     root = etree.fromstring(files["feeds.opml"])
     assert root.tag == "opml" and root.get("version") == "2.0"
     outlines = root.findall(".//outline")
     urls = [o.get("xmlUrl") for o in outlines]
-    assert sorted(urls) == sorted(BASE + p for p in feeds)
+    # one outline per feed, as Atom: a reader importing it subscribes once to each feed
+    assert sorted(urls) == sorted(BASE + p for p in feeds if p.endswith("/atom.xml"))
+    assert len(urls) == len({p.rsplit("/", 1)[0] for p in feeds})
     for o in outlines:
         rel = o.get("xmlUrl").removeprefix(BASE)
         assert rel in files  # the file at the same path below the output dir
         assert o.get("htmlUrl").startswith(BASE) and o.get("text") and o.get("title")
+        assert "(Atom)" not in o.get("text")
         assert o.get("language") in ("en", "zh", "mul")
-        assert o.get("type") == "rss"
+        assert o.get("type") == "rss" and o.get("version") == "ATOM"
+    index = files["index.html"].decode()
+    for p in feeds:  # the index offers every format of every feed
+        assert f'href="{BASE}{p}"' in index
 
 
 def test_tag_pages_link_their_feeds(built):
     _, files, _ = built
     page = files["tags/security.html"].decode()
     assert 'href="http://127.0.0.1:8000/feeds/tags/security/atom.xml"' in page
-    assert "#安全" in page
+    assert "<h1>security</h1>" in page and "安全" in page  # the alias as the heading
+    assert "<h1>#" not in files["tags/claude.html"].decode()
+    assert '<p class="feed-links">' in page
+
+
+def _headings(html: str) -> list[int]:
+    return [int(t[1]) for t, _ in Tags(html).tags if len(t) == 2 and t[0] == "h" and t[1].isdigit()]
+
+
+def test_story_pages_switch_language_by_anchor_and_never_skip_a_heading_level(built):
+    stories, files, _ = built
+    for s in stories:
+        html = files[story_path(s.id)].decode()
+        tags = Tags(html).tags
+        levels = _headings(html)
+        assert levels[0] == 1 and levels.count(1) == 1, (s.id, levels)
+        assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), (s.id, levels)
+        ids = {a.get("id") for _, a in tags}
+        # the anchors mail links use: stories/<id>.html#en / #zh
+        want = {"en" if c == "en" else "zh" for c in s.languages}
+        assert want <= ids, (s.id, ids)
+        if len(s.languages) > 1:
+            switch = [a["href"] for t, a in tags if t == "a" and a.get("href", "").startswith("#")]
+            assert switch[:2] == ["#en", "#zh"] and "English" in html and ">中文<" in html
+        metas = {a.get("property") or a.get("name"): a.get("content") for t, a in tags if t == "meta"}
+        for key in ("og:title", "og:type", "og:url", "og:site_name", "twitter:card", "twitter:title"):
+            assert metas.get(key), (s.id, key)
+        assert metas["og:url"] == BASE + story_path(s.id)
+        assert any(t == "a" and a.get("href", "").endswith("#subscribe") for t, a in tags)  # header
+        assert "★" not in html and "<em" not in html
+
+
+def test_story_pages_say_each_text_once(built):
+    stories, files, _ = built
+    for s in stories:
+        main = files[story_path(s.id)].decode().split("<main>", 1)[1]
+        for code in s.languages:
+            for point in s.tldr.get(code) or []:
+                assert main.count(typeset(point, code).replace("'", "&#39;").replace('"', "&#34;")) == 1, \
+                    (s.id, code, point)
+
+
+def test_index_shows_a_headline_and_one_line_per_story(built):
+    stories, files, _ = built
+    index = files["index.html"].decode()
+    top = index.split('<section id="top">', 1)[1].split("</section>", 1)[0]
+    assert top.count('<article class="card"') == len(stories)
+    assert "<li>" not in top and "★" not in top  # no bullet lists, no star ratings
+    assert top.count('class="lead"') == len(stories)
+    # scores: one notation, explained once, with text for screen readers
+    scored = sum(1 for s in stories if s.scores)
+    assert scored and "Hot 80" in top and top.count("/100</span>") == 3 * scored
+    assert top.count("out of 100</span>") == 3 * scored
+    assert index.count('id="scores"') == 1
+
+
+def test_chinese_text_is_typeset_for_display_only(built):
+    stories, files, _ = built
+    zh = next(s for s in stories if "zh-Hans" in s.languages)
+    assert "," in zh.tldr["zh-Hans"][0]  # stored as it came
+    page = files[story_path(zh.id)].decode()
+    assert typeset(zh.tldr["zh-Hans"][0], "zh-Hans") in page and zh.tldr["zh-Hans"][0] not in page
+    assert "text-autospace" in page and ":lang(zh) em" in page
 
 
 def test_hostile_text_escaped_in_pages(cfg):

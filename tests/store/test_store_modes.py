@@ -40,7 +40,9 @@ def test_new_store_is_owner_only(tmp_path, open_umask):
     files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     dirs = [tmp_path / "store", *(p for p in (tmp_path / "store").rglob("*") if p.is_dir())]
     names = {p.name for p in files}
-    assert {"stories.json", "subscribers.json", "deliveries.jsonl", ".lock"} <= names
+    assert {"stories.json", ".lock"} <= names
+    assert any(n.startswith("log-") and n.endswith(".jsonl") for n in names)  # journal/
+    assert any(p.parent.name == "subscribers" for p in files)
     assert any(p.parent.parent.name == "bodies" for p in files)
     assert {p.relative_to(tmp_path): oct(mode(p)) for p in files if mode(p) != 0o600} == {}
     assert {p.relative_to(tmp_path): oct(mode(p)) for p in dirs if mode(p) != 0o700} == {}
@@ -52,4 +54,4 @@ def test_existing_open_store_dir_is_closed_on_open(tmp_path):
     store = Store(tmp_path / "store")
     assert mode(tmp_path / "store") == 0o700
     fill(store)
-    assert mode(tmp_path / "store" / "subscribers.json") == 0o600
+    assert {mode(p) for p in (tmp_path / "store" / "subscribers").glob("*.json")} == {0o600}

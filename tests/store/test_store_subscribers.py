@@ -81,8 +81,15 @@ def test_journal_state_and_sent_ids(store, tmp_path):
         j.append([{"digest": "daily"}])
 
 
+def segment(tmp_path):
+    """Today's journal segment (journal/log-YYYY-MM-DD.jsonl; digest/store/journal.py)."""
+    from datetime import UTC, datetime
+
+    return tmp_path / "store" / "journal" / f"log-{datetime.now(UTC):%Y-%m-%d}.jsonl"
+
+
 def test_journal_torn_last_line(store, tmp_path):
-    path = tmp_path / "store" / "deliveries.jsonl"
+    path = segment(tmp_path)
     store.journal.append([rec("e1"), rec("e2")])
     with open(path, "ab") as f:  # what a kill mid-append leaves
         f.write(b'{"digest":"daily","edition":"e3","email":"a@exa')
@@ -98,16 +105,16 @@ def test_journal_torn_last_line(store, tmp_path):
 
 def test_journal_corrupt_middle_line_names_it(store, tmp_path):
     store.journal.append([rec("e1")])
-    path = tmp_path / "store" / "deliveries.jsonl"
+    path = segment(tmp_path)
     with open(path, "ab") as f:
         f.write(b"garbage\n")
     store.journal.append([rec("e2")])
-    with pytest.raises(StoreError, match=r"deliveries.jsonl:2"):
+    with pytest.raises(StoreError, match=r"log-[0-9-]+\.jsonl:2"):
         Store(tmp_path / "store").journal.state("daily", "e2", "a@example.com")
 
 
 def test_journal_disk_full_leaves_no_partial_batch(store, tmp_path, monkeypatch):
-    path = tmp_path / "store" / "deliveries.jsonl"
+    path = segment(tmp_path)
     store.journal.append([rec("e1")])
     before = path.read_bytes()
     real = os.fsync

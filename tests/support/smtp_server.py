@@ -19,13 +19,18 @@ Faults (each counts down across the whole server, not per connection):
     rcpt_4xx=n       answer `451 4.3.0` to the first n RCPT commands
     data_4xx=n       answer `451 4.3.0` to the first n DATA transactions (message not kept)
     reject={addr}    answer `550 5.1.1` at RCPT for these recipients, always
+    reject_reply=r   the reply `reject` gives (default "550 5.1.1 mailbox unavailable")
+    rcpt_refuse=r    answer r (e.g. "554 5.7.1 Relay access denied") to every RCPT while set:
+                     a relay that refuses everyone; set srv.faults.rcpt_refuse = "" to fix it
     drop_data=n      close the connection after receiving DATA, before keeping it, n times
     drop_after_data=n keep the message, then close without replying (the ambiguous case)
+    data_delay=s      wait s seconds before answering each DATA (a slow server; not counted)
 The counters left are readable as `srv.faults`; `srv.attempts` counts DATA transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import email
 import email.policy
@@ -49,6 +54,9 @@ class Faults:
     reject: set[str] = field(default_factory=set)
     drop_data: int = 0
     drop_after_data: int = 0
+    reject_reply: str = "550 5.1.1 mailbox unavailable"
+    rcpt_refuse: str = ""
+    data_delay: float = 0.0  # seconds before answering DATA: a slow server (each message)
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Received:
     authenticated_as: str | None = None
     tls: bool = False
     peer: tuple | None = None  # client (host, port): one per connection
+    helo: str | None = None  # the name the client gave in EHLO/HELO
 
     def parsed(self) -> email.message.EmailMessage:
         return email.message_from_bytes(self.data, policy=email.policy.default)
@@ -107,8 +116,10 @@ class _Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
         f = self.srv.faults
         with self.srv.lock:
+            if f.rcpt_refuse:
+                return f.rcpt_refuse
             if address.lower() in {a.lower() for a in f.reject}:
-                return "550 5.1.1 mailbox unavailable"
+                return f.reject_reply
             if f.rcpt_4xx > 0:
                 f.rcpt_4xx -= 1
                 return "451 4.3.0 try again later"
@@ -117,10 +128,13 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
         f = self.srv.faults
+        if f.data_delay > 0:
+            await asyncio.sleep(f.data_delay)
         auth = getattr(session, "auth_data", None)
         rec = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content),
                        auth.login.decode() if isinstance(auth, LoginPassword) else None,
-                       bool(session.ssl), tuple(session.peer) if session.peer else None)
+                       bool(session.ssl), tuple(session.peer) if session.peer else None,
+                       session.host_name)
         with self.srv.lock:
             self.srv.attempts += 1
             if f.data_4xx > 0:

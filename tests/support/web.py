@@ -164,6 +164,18 @@ def publish_seeds(config: Config) -> None:
 
 
 def feed_paths(config: Config) -> list[str]:
+    """Every feed file (each format) that index.html autodiscovers, as a path below the
+    output dir (feeds.opml lists each feed once, in one format: `opml_paths`)."""
+    import re
+
+    base = config.site.base_url.rstrip("/") + "/"
+    html = (config.feeds.output / "index.html").read_text(encoding="utf-8")
+    urls = list(dict.fromkeys(re.findall(r'<link rel="alternate" type="[^"]+" title="[^"]*" href="([^"]+)"', html)))
+    assert urls and all(u.startswith(base) for u in urls)
+    return [u.removeprefix(base) for u in urls]
+
+
+def opml_paths(config: Config) -> list[str]:
     """Every feed listed in feeds.opml, as a path below the output dir."""
     import xml.etree.ElementTree as ET
 

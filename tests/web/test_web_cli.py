@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from digest.store import Store
 from tests.support.web import free_port, publish_seeds, write_config
 
 pytestmark = pytest.mark.daemon
@@ -60,6 +61,7 @@ def test_port_in_use_is_a_user_error(tmp_path):
         busy.listen(1)
         port = busy.getsockname()[1]
         write_config(tmp_path, port)
+        Store(tmp_path / "store")  # serve needs a store (a missing one is its own error)
         run = subprocess.run([sys.executable, "-m", "digest", "--config", str(tmp_path / "config.toml"), "serve"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
@@ -73,6 +75,7 @@ def test_serve_logs_its_address(empty_config, tmp_path: Path) -> None:
     text = (tmp_path / "config.toml").read_text(encoding="utf-8").replace(
         "port = 8000", f"port = {port}")
     (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    Store(empty_config.store.path)
     env = {k: v for k, v in os.environ.items() if k != "DIGEST_LOG_LEVEL"}
     proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(empty_config.path),
                              "serve"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)

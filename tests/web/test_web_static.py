@@ -264,3 +264,51 @@ def test_listening_socket_is_tcp_so_responses_are_not_nagled(tmp_path):
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+# Loopback ports nothing listens on: publish_seeds' pings are refused at once (and queued).
+WEBSUB_HUBS = (f"http://127.0.0.1:{free_port()}/hub", f"http://127.0.0.1:{free_port()}/hub?x=1")
+
+
+@pytest.fixture(scope="module")
+def websub_site(tmp_path_factory):
+    from digest.config import load_config
+
+    tmp = tmp_path_factory.mktemp("websub")
+    port = free_port()
+    write_config(tmp, port)
+    with (tmp / "config.toml").open("a", encoding="utf-8") as fh:
+        fh.write("[websub]\nhubs = [" + ", ".join(f'"{h}"' for h in WEBSUB_HUBS) + "]\n")
+    config = load_config(tmp / "config.toml")
+    publish_seeds(config)  # no hub listens on those names: the publish still succeeds
+    with running(config) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client, config
+
+
+def test_feed_responses_carry_websub_link_headers(websub_site):
+    import re
+
+    client, config = websub_site
+    paths = feed_paths(config)
+    assert {p.rpartition("/")[2] for p in paths} == {"rss.xml", "atom.xml", "feed.json"}
+    for path in paths:
+        self_url = config.site.base_url + path
+        want = ", ".join([*(f'<{h}>; rel="hub"' for h in WEBSUB_HUBS), f'<{self_url}>; rel="self"'])
+        r = client.get("/" + path)
+        assert r.status_code == 200 and r.headers["link"] == want, path
+        # the Link header's self is the one the feed names for itself
+        body = r.text
+        assert (f'"feed_url": "{self_url}"' in body if path.endswith(".json")
+                else len(re.findall(r'rel="self"', body)) == 1 and f'href="{self_url}"' in body)
+        head = client.head("/" + path)
+        again = client.get("/" + path, headers={"If-None-Match": r.headers["etag"]})
+        assert head.headers["link"] == want and again.status_code == 304
+        assert again.headers["link"] == want
+    for other in ("/", "/index.html", "/feeds.opml"):
+        assert "link" not in client.get(other).headers, other
+
+
+def test_feeds_name_self_in_link_header_without_hubs(published):
+    client, config = published
+    r = client.get("/feeds/en/atom.xml")
+    assert r.headers["link"] == f'<{config.site.base_url}feeds/en/atom.xml>; rel="self"'

@@ -1,0 +1,168 @@
+"""Subscriber shards: one change rewrites one shard, streaming in email order, pending expiry,
+and the crash-safe upgrade from the single subscribers.json of schema 1."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest import codec
+from digest.errors import StoreError
+from digest.models import Subscriber
+from digest.store import SCHEMA_VERSION, Store
+from digest.store.storage import AtomicJSONStorage
+from digest.store.subscribers import SubscriberTable, shard_of
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """Paths (relative to the store) of every file a commit rewrites, in order."""
+    seen: list[str] = []
+    real = AtomicJSONStorage.flush
+
+    def flush(self):
+        if self.dirty:
+            seen.append(f"{self.path.parent.name}/{self.path.name}")
+        real(self)
+    monkeypatch.setattr(AtomicJSONStorage, "flush", flush)
+    return seen
+
+
+def many(n: int, status: str = "active") -> list[Subscriber]:
+    return [Subscriber(email=f"user{i}@example.com", status=status, created=T0) for i in range(n)]
+
+
+def test_one_change_rewrites_one_shard(store, writes):
+    store.upsert_subscribers(many(2000))
+    files = {p.name for p in (store.path / "subscribers").glob("*.json")}
+    assert len(files) == store.meta_get("subscriber_shards") == 64
+    writes.clear()
+    store.add_subscriber(Subscriber(email="new@example.com"))
+    store.update_subscriber("user5@example.com", tags=["ai"])
+    store.remove_subscriber("user6@example.com")
+    n = store._subscribers.nshards
+    assert writes == [f"subscribers/{shard_of(e, n):02x}.json" for e in
+                      ("new@example.com", "user5@example.com", "user6@example.com")]
+    fresh = Store(store.path)
+    assert fresh.get_subscriber("user5@example.com").tags == ["ai"]
+    assert fresh.get_subscriber("user6@example.com") is None
+    assert fresh.get_subscriber("NEW@example.com") is not None
+
+
+def test_iter_subscribers_streams_in_email_order(store):
+    subs = many(300) + [Subscriber(email=f"p{i}@example.com", created=T0) for i in range(20)]
+    store.upsert_subscribers(subs)
+    it = store.iter_subscribers("active")
+    assert next(it).email == "user0@example.com"  # a generator, not a list
+    active = [s.email for s in store.iter_subscribers("active")]
+    assert active == sorted(f"user{i}@example.com" for i in range(300))
+    every = [s.email for s in store.iter_subscribers()]
+    assert every == sorted(s.email for s in subs)
+    assert [s.email for s in store.list_subscribers()] == every
+    assert [s.email for s in store.list_subscribers("pending")] == sorted(
+        f"p{i}@example.com" for i in range(20))
+
+
+def test_expire_pending(store, writes):
+    old = [Subscriber(email=f"old{i}@example.com", created=T0) for i in range(30)]
+    new = [Subscriber(email=f"new{i}@example.com", created=T0 + timedelta(days=8))
+           for i in range(30)]
+    kept = [Subscriber(email=f"act{i}@example.com", status="active", created=T0) for i in range(30)]
+    store.upsert_subscribers(old + new + kept)
+    cutoff = T0 + timedelta(days=1)
+    # One address: only its shard is swept (and rewritten even when nothing expired there).
+    writes.clear()
+    n = store._subscribers.nshards
+    assert store.expire_pending(cutoff, email="old3@example.com") == sum(
+        shard_of(s.email, n) == shard_of("old3@example.com", n) for s in old)
+    assert writes == [f"subscribers/{shard_of('old3@example.com', n):02x}.json"]
+    assert store.get_subscriber("old3@example.com") is None
+    writes.clear()
+    assert store.expire_pending(cutoff, email="act1@example.com") >= 0
+    assert len(writes) == 1
+    # The whole store: the rest of the old pending rows, nothing else; no-op shards unwritten.
+    left = len(store.list_subscribers("pending")) - 30
+    assert store.expire_pending(cutoff) == left
+    assert {s.email for s in Store(store.path).list_subscribers()} == {
+        s.email for s in new + kept}
+    writes.clear()
+    assert store.expire_pending(cutoff) == 0 and writes == []
+
+
+def _legacy_store(root, rows: list[Subscriber]) -> None:
+    """A schema-1 store as an older digest left it: every subscriber in subscribers.json."""
+    s = Store(root)
+    s.upsert_stories([])
+    s.meta_set("schema_version", 1)
+    for p in (root / "subscribers").glob("*.json"):
+        p.unlink()
+    (root / "subscribers").rmdir()
+    docs = {str(i + 1): r.to_dict() for i, r in enumerate(rows)}
+    (root / "subscribers.json").write_bytes(codec.dumps({"subscribers": docs}))
+
+
+def _contents(store: Store) -> list[dict]:
+    return [s.to_dict() for s in store.iter_subscribers()]
+
+
+def test_upgrade_from_subscribers_json(tmp_path):
+    root = tmp_path / "store"
+    rows = many(500) + [Subscriber(email="p@example.com", created=T0)]
+    _legacy_store(root, rows)
+    store = Store(root)
+    assert not (root / "subscribers.json").exists()
+    assert store.meta_get("schema_version") == SCHEMA_VERSION
+    assert _contents(store) == sorted((r.to_dict() for r in rows), key=lambda d: d["email"])
+    assert len(list((root / "subscribers").glob("*.json"))) == 64
+    store.add_subscriber(Subscriber(email="after@example.com"))
+    assert len(Store(root).list_subscribers()) == 502
+
+
+def test_upgrade_killed_mid_commit_is_redone(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    rows = many(400)
+    _legacy_store(root, rows)
+    real, done = AtomicJSONStorage.flush, []
+
+    def dies(self):  # the kill: some shard files written, stories.json (the version) not
+        if self.dirty and len(done) == 5:
+            raise KeyboardInterrupt
+        done.append(self.path)
+        real(self)
+    monkeypatch.setattr(AtomicJSONStorage, "flush", dies)
+    with pytest.raises(KeyboardInterrupt):
+        Store(root)
+    monkeypatch.setattr(AtomicJSONStorage, "flush", real)
+    assert (root / "subscribers.json").exists()
+    store = Store(root)
+    assert not (root / "subscribers.json").exists()
+    assert _contents(store) == sorted((r.to_dict() for r in rows), key=lambda d: d["email"])
+
+
+def test_upgrade_killed_before_the_old_file_is_removed(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    _legacy_store(root, many(100))
+    monkeypatch.setattr(SubscriberTable, "remove_legacy", lambda self: None)
+    Store(root)  # committed (schema is current), the old file still there
+    monkeypatch.undo()
+    assert (root / "subscribers.json").exists()
+    # The old file wins while it exists: the shards are rebuilt from it, not merged.
+    (root / "subscribers" / "00.json").write_bytes(b'{"subscribers": {}}')
+    store = Store(root)
+    assert not (root / "subscribers.json").exists()
+    assert len(store.list_subscribers()) == 100
+    assert store.meta_get("schema_version") == SCHEMA_VERSION
+
+
+def test_corrupt_shard_is_named_and_kept(store):
+    store.upsert_subscribers(many(100))
+    n = store._subscribers.nshards
+    path = store.path / "subscribers" / f"{shard_of('user1@example.com', n):02x}.json"
+    path.write_bytes(b'{"subscribers": {"1": {"em')
+    with pytest.raises(StoreError) as e:
+        Store(store.path).get_subscriber("user1@example.com")
+    assert path.name in str(e.value) and e.value.hint
+    assert path.read_bytes() == b'{"subscribers": {"1": {"em'
