@@ -28,13 +28,13 @@ from digest.config import Config
 from digest.mail import verp
 from digest.mail.bounces import Notice, NoticeError, parse_notice
 from digest.mail.inbox import Inbox, open_inbox
+from digest.pipeline.reporting import capped
 from digest.pipeline.secrets import site_secret
 from digest.store import StoreBackend, open_store
 
 log = logging.getLogger("digest.bounces")
 
 SOFT_KEY = "soft_bounces"  # store meta: {email: {notice key: ISO time}}
-REPORT_LIST_MAX = 50
 
 
 @dataclass
@@ -58,19 +58,14 @@ class BounceReport:
                f"{len(self.complained)}, unsubscribed {len(self.unsubscribed)}, no change "
                f"{len(self.ignored)}, left unread {len(self.left)}"]
 
-        def some(items: list, fmt: Callable[[object], str]) -> None:
-            out.extend(fmt(x) for x in items[:REPORT_LIST_MAX])
-            if len(items) > REPORT_LIST_MAX:
-                out.append(f"  … and {len(items) - REPORT_LIST_MAX} more")
-
-        some(self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (no more mail)")
-        some(self.soft, lambda x: f"  soft bounce {x[0]}: {x[1]} ({x[2]} within the window; "
+        capped(out, self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (no more mail)")
+        capped(out, self.soft, lambda x: f"  soft bounce {x[0]}: {x[1]} ({x[2]} within the window; "
                                   "still active)")
-        some(self.complained, lambda x: f"  complaint from {x[0]} ({x[1] or 'abuse'}): "
+        capped(out, self.complained, lambda x: f"  complaint from {x[0]} ({x[1] or 'abuse'}): "
                                         "marked complained, no more mail")
-        some(self.unsubscribed, lambda x: f"  unsubscribed {x} (by mail)")
-        some(self.ignored, lambda x: f"  no change for {x[0]}: {x[1]}")
-        some(self.left, lambda x: f"  left in the mailbox {x[0]}: {x[1]}")
+        capped(out, self.unsubscribed, lambda x: f"  unsubscribed {x} (by mail)")
+        capped(out, self.ignored, lambda x: f"  no change for {x[0]}: {x[1]}")
+        capped(out, self.left, lambda x: f"  left in the mailbox {x[0]}: {x[1]}")
         return out
 
 

@@ -33,6 +33,7 @@ from digest.mail.transports import Envelope, Outcome, Transport, open_transport
 from digest.models import Story, Subscriber, iso
 from digest.pipeline.explain import why_nothing
 from digest.pipeline.publishing import rank_stories
+from digest.pipeline.reporting import REPORT_LIST_MAX, capped
 from digest.pipeline.secrets import site_secret
 from digest.publish.editions import EditionRecord, combo_languages, langs_key, remember
 from digest.publish.editions import meta_key as edition_meta_key
@@ -44,7 +45,6 @@ log = logging.getLogger("digest.send")
 BATCH = 100  # messages per journal batch: one fsync for `sending`, one for the outcomes;
 # a crash mid-batch resends at most this many, each with its original Message-ID
 FLUSH_SECONDS = 0.05  # group-commit window for outcome records
-REPORT_LIST_MAX = 50  # per category in the printed report; the counts are always exact
 
 
 def open_mail(config: Config) -> Transport:
@@ -118,22 +118,17 @@ class SendReport:
             out[0] += "; STOPPED: the relay refused the session"
             out += [f"  stopped: {self.stopped}", f"  hint: {self.stop_hint}"]
 
-        def some(items: list, fmt: Callable[[object], str]) -> None:
-            out.extend(fmt(x) for x in items[:REPORT_LIST_MAX])
-            if len(items) > REPORT_LIST_MAX:
-                out.append(f"  … and {len(items) - REPORT_LIST_MAX} more")
-
-        some(self.would_send, lambda x: f"  would send {x[0]} edition {x[1]} ({x[2]} stories)")
-        some(self.failed, lambda x: f"  not delivered to {x[0]}: {x[1]}"
+        capped(out, self.would_send, lambda x: f"  would send {x[0]} edition {x[1]} ({x[2]} stories)")
+        capped(out, self.failed, lambda x: f"  not delivered to {x[0]}: {x[1]}"
                                     + ("" if x[1].endswith(_FINAL) else " (a rerun retries it)"))
-        some(self.given_up, lambda x: f"  not delivered to {x[0]}: {x[1]} (permanent: this "
+        capped(out, self.given_up, lambda x: f"  not delivered to {x[0]}: {x[1]} (permanent: this "
                                       "edition is not retried)")
-        some(self.waiting, lambda x: f"  not delivered to {x[0]} yet: {x[1]} (next try after "
+        capped(out, self.waiting, lambda x: f"  not delivered to {x[0]} yet: {x[1]} (next try after "
                                      f"{x[2]})")
-        some(self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (subscriber marked bounced)")
-        some(self.ambiguous, lambda x: f"  resent {x[0]} after an unconfirmed attempt, "
+        capped(out, self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (subscriber marked bounced)")
+        capped(out, self.ambiguous, lambda x: f"  resent {x[0]} after an unconfirmed attempt, "
                                        f"same Message-ID {x[1]}")
-        some(self.nothing_new, lambda x: f"  nothing new for {x}: no email ("
+        capped(out, self.nothing_new, lambda x: f"  nothing new for {x}: no email ("
                                          f"{self.why.get(str(x), 'no story qualifies')})")
         if self.active == 0:
             out.append("  no active subscribers: add one with `digest subscribers add EMAIL`")

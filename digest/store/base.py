@@ -27,6 +27,20 @@ class DamagedBody(StoreError):
         return (DamagedBody, (self.story_id, self.message, self.hint))
 
 
+def check_records(records: Iterable[dict], where: str = "journal") -> list[dict]:
+    """The records as a list, or StoreError naming the first that no backend may store."""
+    from digest.errors import StoreError
+
+    out = list(records)
+    for r in out:
+        if not isinstance(r, dict) or r.get("state") not in JOURNAL_STATES or \
+                not all(isinstance(r.get(k), str) for k in ("digest", "edition", "email")):
+            raise StoreError(f"{where}: bad journal record {r!r}",
+                             "records need digest, edition, email (strings) and a state "
+                             f"in {JOURNAL_STATES}")
+    return out
+
+
 def email_key(email: str) -> str:
     """The key a subscriber is stored and looked up under, in every backend."""
     return email.strip().lower()

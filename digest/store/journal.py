@@ -67,7 +67,7 @@ from digest import codec
 from digest.errors import StoreError
 from digest.fileio import atomic_write, fsync_path, write_all, write_error
 from digest.models import parse_iso
-from digest.store.base import CLAIM_LEASE_SECONDS, JOURNAL_STATES, email_key
+from digest.store.base import CLAIM_LEASE_SECONDS, check_records, email_key
 from digest.store.journal_log import (
     LEGACY_ARCHIVED,
     LEGACY_NAME,
@@ -86,14 +86,6 @@ UPGRADE_PRUNE_EVERY = 50_000  # records between prunes while converting a legacy
 IMPORT_BATCH = 5_000
 STATE_NAME = "state.json"
 
-
-def _validate(records: Iterable[dict], where: Path) -> None:
-    for r in records:
-        if not isinstance(r, dict) or r.get("state") not in JOURNAL_STATES or \
-                not all(isinstance(r.get(k), str) for k in ("digest", "edition", "email")):
-            raise StoreError(f"{where}: bad journal record {r!r}",
-                             "records need digest, edition, email (strings) and a state "
-                             f"in {JOURNAL_STATES}")
 
 
 def _record_hash(r: dict) -> int:
@@ -237,7 +229,7 @@ class DeliveryJournal:
         """Append a batch with one write + fsync under the store lock."""
         if not records:
             return
-        _validate(records, self.root)
+        check_records(records, str(self.root))
         with self._mutex, self._lock():
             if self.legacy.exists():
                 self.upgrade()
@@ -357,7 +349,7 @@ class DeliveryJournal:
         those, in order."""
         if not records:
             return []
-        _validate(records, self.root)
+        check_records(records, str(self.root))
         with self._mutex, self._lock():
             if self.legacy.exists():
                 self.upgrade()
@@ -384,7 +376,7 @@ class DeliveryJournal:
             new = 0
             batch: list[dict] = []
             for r in records:
-                _validate([r], self.root)
+                check_records([r], str(self.root))
                 h = _record_hash(r)
                 if h in seen:
                     continue

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from digest.errors import StoreError
-from digest.store.base import CLAIM_LEASE_SECONDS, JOURNAL_STATES, email_key
+from digest.store.base import CLAIM_LEASE_SECONDS, check_records, email_key
 from digest.store.storage import encode
 
 BATCH = 1000
@@ -53,16 +53,6 @@ def _params(rec: dict, lease: float = CLAIM_LEASE_SECONDS) -> dict[str, Any]:
             "lease": float(lease)}
 
 
-def _check(records: Iterable[dict]) -> list[dict]:
-    out = list(records)
-    for r in out:
-        if not isinstance(r, dict) or r.get("state") not in JOURNAL_STATES or \
-                not all(isinstance(r.get(k), str) for k in ("digest", "edition", "email")):
-            raise StoreError(f"bad journal record {r!r}",
-                             "records need digest, edition, email (strings) and a state "
-                             f"in {JOURNAL_STATES}")
-    return out
-
 
 class PgJournal:
     """`Journal` on PostgreSQL. It has a connection of its own (autocommit): appends are
@@ -79,7 +69,7 @@ class PgJournal:
                                     for s in rec["stories"]])
 
     def append(self, records: list[dict]) -> None:
-        records = _check(records)
+        records = check_records(records, "PostgreSQL journal")
         if not records:
             return
         with self._mutex, self._conn.transaction(), self._conn.cursor() as cur:
@@ -90,7 +80,7 @@ class PgJournal:
                 self._sent_rows(cur, rec)
 
     def claim(self, records: list[dict], lease_seconds: float = CLAIM_LEASE_SECONDS) -> list[dict]:
-        records = _check(records)
+        records = check_records(records, "PostgreSQL journal")
         claimed: list[dict] = []
         seen: set[tuple[str, str, str]] = set()
         with self._mutex, self._conn.transaction(), self._conn.cursor() as cur:
@@ -149,7 +139,7 @@ class PgJournal:
         def flush() -> int:
             added = 0
             with self._mutex, self._conn.transaction(), self._conn.cursor() as cur:
-                for rec in _check(batch):
+                for rec in check_records(batch, "PostgreSQL journal"):
                     p = _params(rec)
                     cur.execute(_LOG, p)
                     if cur.fetchone() is None:
