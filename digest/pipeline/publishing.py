@@ -290,7 +290,8 @@ def _edition_files(config: Config, plan: Plan, records: dict[str, list[edpub.Edi
         return [], []
     renderer = edpub.Renderer(plan.base, config.site.title, config.site.description,
                               config.site.author, plan.site.render_page,
-                              {s.id: s for s in plan.stories}, config.tags, config.feeds.items)
+                              {s.id: s for s in plan.stories}, config.tags, config.feeds.items,
+                              config.websub.hubs)
     infos = [edpub.DigestInfo(d.name, d.subject) for d in config.digests]
     return edpub.plan_files(renderer, infos, records, sigs)
 

@@ -143,8 +143,10 @@ class Renderer:
 
     def __init__(self, base_url: str, site_title: str, description: str, author: str,
                  render: Callable[..., str], stories: Mapping[str, Story],
-                 aliases: Mapping[str, str] | None = None, feed_items: int = 50) -> None:
+                 aliases: Mapping[str, str] | None = None, feed_items: int = 50,
+                 hubs: Sequence[str] = ()) -> None:
         self.base = base_url.rstrip("/") + "/"
+        self.hubs = tuple(hubs)  # WebSub hubs: editions feeds announce them like every feed
         self.site_title, self.description, self.author = site_title, description, author
         self._render, self.stories = render, stories
         self.aliases = dict(aliases or {})
@@ -217,7 +219,7 @@ class Renderer:
         feed = Feed(title=spec.title, description=spec.description, language=spec.language,
                     feed_id=spec.feed_id, home_url=join_url(self.base, spec.home),
                     urls={link["fmt"]: link["href"] for link in spec.links(self.base)},
-                    author=self.author, items=tuple(items))
+                    author=self.author, items=tuple(items), hubs=self.hubs)
         return feed_files(spec, feed)
 
 

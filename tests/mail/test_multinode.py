@@ -19,8 +19,7 @@ import pytest
 from digest.config import load_config
 from tests.support.send import AS_OF, NOW, REPO, make_project, sub
 from tests.support.smtp_server import SMTPServer
-
-psycopg = pytest.importorskip("psycopg")
+from tests.support.tools import missing_tool
 
 _MID = re.compile(rb"^Message-ID:\s*(\S+)", re.MULTILINE | re.IGNORECASE)
 _SENT = re.compile(r"^\w+: sent (\d+), already sent (\d+),.*?(?:claimed by another sender "
@@ -34,7 +33,7 @@ def pg():
     try:
         cluster = Cluster().start()
     except (RuntimeError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"no PostgreSQL server here: {e}")
+        missing_tool(f"no PostgreSQL server here (apt-get install postgresql): {e}")
     try:
         yield cluster
     finally:
