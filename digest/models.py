@@ -176,6 +176,10 @@ class Subscriber:
     # The digests they chose (names of [[digests]]); empty = config's defaults (rows written
     # before the choice existed have none).
     digests: tuple[str, ...] = ()
+    # While a re-subscribe from a gone status ("unsubscribed", "bounced", "complained") waits
+    # for its confirmation: that earlier status. Expiry restores it and an import honours it;
+    # only the confirm link (the person, from that mailbox) clears it. "" otherwise.
+    suppressed: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -189,6 +193,8 @@ class Subscriber:
         }
         if self.digests:  # absent = the defaults: old rows keep their bytes
             out["digests"] = list(self.digests)
+        if self.suppressed:  # absent = none: old rows keep their bytes
+            out["suppressed"] = self.suppressed
         return out
 
     @classmethod
@@ -204,4 +210,5 @@ class Subscriber:
             created=parse_iso(d["created"]) if d.get("created") else datetime.now(UTC),
             confirmed=parse_iso(d["confirmed"]) if d.get("confirmed") else None,
             digests=tuple(str(x) for x in d.get("digests") or () if x),
+            suppressed=str(d.get("suppressed") or ""),
         )

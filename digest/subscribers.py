@@ -29,6 +29,9 @@ TAG_CHOICES = 50  # tags the forms offer as checkboxes, most used first
 # Statuses that receive nothing and that links cannot undo; "complained": the reader marked a
 # digest as spam (an RFC 5965 feedback report), which no link, import or bounce undoes.
 GONE = ("unsubscribed", "bounced", "complained")
+# The same, strongest first: which one a row stands for when it holds two (`suppression`);
+# an operator may undo only a bounce (`reactivated`).
+_STRENGTH = ("complained", "unsubscribed", "bounced")
 
 # A sane subset of RFC 5321 mailboxes: ASCII only, dot-atom local part, a hostname. No
 # quoting, comments or specials, so email.utils/headerregistry read every match back as the
@@ -214,24 +217,41 @@ def subscribed(old: Subscriber | None, new: Subscriber) -> dict[str, Any] | None
     Anyone can ask for any address, so an active subscriber's choices never change here (only
     through their signed preferences link). A pending or gone one takes the new choices, which
     count once confirmed from that mailbox, and `created` becomes the request time, which
-    voids every confirm link mailed before it (`confirmed`)."""
+    voids every confirm link mailed before it (`confirmed`).
+
+    A gone status is not erased by a request anyone can make: it is kept as `suppressed`
+    until the confirm link is followed, so an unconfirmed request that expires gives it back
+    (the stores' `expire_pending`) and an import in between keeps it (`imported`)."""
     if old is None or old.status == "active":
         return None
-    return {"languages": new.languages, "tags": new.tags, "timezone": new.timezone,
-            "digests": new.digests, "status": "pending", "created": new.created}
+    changes: dict[str, Any] = {"languages": new.languages, "tags": new.tags,
+                               "timezone": new.timezone, "digests": new.digests,
+                               "status": "pending", "created": new.created}
+    if old.status in GONE:
+        changes["suppressed"] = suppression(old)
+    return changes
+
+
+def suppression(sub: Subscriber) -> str:
+    """The gone status `sub` stands for: the strongest of its status and its `suppressed`
+    (complained, then unsubscribed, then bounced), or "" when it is neither."""
+    held = [x for x in (sub.status, sub.suppressed) if x in GONE]
+    return min(held, key=_STRENGTH.index) if held else ""
 
 
 def imported(old: Subscriber | None, new: Subscriber) -> tuple[Subscriber, bool]:
     """A CSV row over the stored row: (what to store, whether the old status was kept).
 
     The row keeps its `created` and `confirmed` times; someone who unsubscribed or bounced
-    keeps that status: an import never re-subscribes anyone."""
+    keeps that status: an import never re-subscribes anyone. A pending re-subscribe keeps its
+    `suppressed` status too, which it gets back if nobody confirms it (`expire_pending`)."""
     if old is None:
         return new, False
-    row = dataclasses.replace(new, created=old.created, confirmed=old.confirmed)
+    row = dataclasses.replace(new, created=old.created, confirmed=old.confirmed,
+                              suppressed=old.suppressed)
     if old.status != "active":
         return dataclasses.replace(row, status=old.status), True
-    return row, False
+    return dataclasses.replace(row, suppressed=""), False
 
 
 def confirmed(sub: Subscriber | None, expires: datetime | None, now: datetime, *,
@@ -240,7 +260,8 @@ def confirmed(sub: Subscriber | None, expires: datetime | None, now: datetime, *
 
     Outcomes: "gone" (an old link never undoes an unsubscribe), "already", "stale" (issued
     before the address's latest subscribe request), "ready" (GET: show the button) and
-    "confirmed" (POST: active from `now`)."""
+    "confirmed" (POST: active from `now`; the person's own click, so any `suppressed`
+    status is cleared)."""
     if sub is None or sub.status in GONE:
         return "gone", None
     if sub.status == "active":
@@ -251,7 +272,10 @@ def confirmed(sub: Subscriber | None, expires: datetime | None, now: datetime, *
         return "stale", None
     if not activate:
         return "ready", None
-    return "confirmed", {"status": "active", "confirmed": now}
+    changes: dict[str, Any] = {"status": "active", "confirmed": now}
+    if sub.suppressed:
+        changes["suppressed"] = ""
+    return "confirmed", changes
 
 
 def preferences_changed(sub: Subscriber | None, languages: list[str], tags: list[str],
@@ -320,12 +344,17 @@ def reactivated(sub: Subscriber | None) -> tuple[str, dict[str, Any] | None]:
     """`digest subscribers reactivate`: a bounced address made active again after a mistake
     (a relay that refused everyone, a mailbox that is back): (outcome, fields to change).
 
-    Outcomes: "reactivated"; "active" (nothing to do); "missing"; "unsubscribed" and
-    "pending" are refused: only the person can subscribe (again), from their own mailbox."""
+    Outcomes: "reactivated"; "active" (nothing to do); "missing"; "unsubscribed",
+    "complained" and "pending" are refused: only the person can subscribe (again), from
+    their own mailbox. So is a bounce that hit an unconfirmed re-subscribe of someone who had
+    unsubscribed or complained (`suppressed`): the outcome is that earlier status."""
     if sub is None:
         return "missing", None
     if sub.status == "bounced":
-        return "reactivated", {"status": "active"}
+        gone = suppression(sub)
+        if gone != "bounced":
+            return gone, None
+        return "reactivated", {"status": "active", "suppressed": ""}
     return sub.status, None
 
 

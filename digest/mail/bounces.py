@@ -3,11 +3,16 @@ delivery status notification, an RFC 5965 (ARF) feedback report, or plain mail (
 List-Unsubscribe address, say). The bounce run (pipeline/bounces.py) decides who it is about
 and what changes; this module only reads.
 
-Who a notice is about, most trusted first: the VERP address it was delivered to (`Delivered-
-To`, `X-Original-To`, `Envelope-To`, `To`: the DSN goes to the failed message's envelope
-sender, which is ours and signed), for a complaint the report's `Original-Mail-From` and the
-returned message's `Return-Path`; then, as a fallback, the DSN's `Final-Recipient` /
-`Original-Recipient` or the complaint's `Original-Rcpt-To` and the returned message's `To`."""
+What a notice offers to say whom it is about (digest.pipeline.bounces decides what counts):
+- `delivered_to`: the addresses it was delivered to (`Delivered-To`, `X-Original-To`,
+  `Envelope-To`, `To`: a DSN goes to the failed message's envelope sender, our signed VERP
+  address);
+- `returned_from` and `returned_unsubscribe`: the returned original's `Return-Path` (our
+  VERP envelope sender) and the URIs of its `List-Unsubscribe` (the signed `bounces+unsub-`
+  mailto and the https `unsubscribe?t=` link) — our own signed data inside the report;
+- `original_to`: the DSN's `Final-Recipient` / `Original-Recipient`, the complaint's
+  `Original-Rcpt-To` and the returned `To`. Anyone can write these: they are shown in the
+  report, never believed."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from email.utils import getaddresses
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 # Where the address a message was delivered to shows up, most specific first.
 _DELIVERED = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
+_URI = re.compile(r"<([^<>]*)>")
 
 
 class NoticeError(ValueError):
@@ -56,8 +62,10 @@ class Notice:
     delivered_to: tuple[str, ...]  # addresses the notice was delivered to (VERP candidates)
     recipients: tuple[Recipient, ...] = ()  # DSN blocks
     feedback_type: str = ""  # complaint: abuse, fraud, ...
-    original_to: tuple[str, ...] = ()  # fallback addresses of the subscriber (lower-cased)
+    original_to: tuple[str, ...] = ()  # whom the report names (unverified; lower-cased)
     subject: str = ""
+    returned_from: tuple[str, ...] = ()  # the returned original's Return-Path (lower-cased)
+    returned_unsubscribe: tuple[str, ...] = ()  # URIs of its List-Unsubscribe header
 
     @property
     def worst(self) -> Recipient | None:
@@ -140,6 +148,16 @@ def _returned(msg: Message) -> Message | None:
     return None
 
 
+def _unsubscribe_uris(msg: Message) -> list[str]:
+    """The `<…>` URIs of every List-Unsubscribe header (RFC 2369), unfolded."""
+    out: list[str] = []
+    for value in msg.get_all("List-Unsubscribe") or []:
+        for uri in _URI.findall("".join(str(value).split())):
+            if uri and uri not in out:
+                out.append(uri)
+    return out
+
+
 def parse_notice(data: bytes) -> Notice:
     """Read one message of the bounce mailbox; NoticeError when it claims to be a report
     (multipart/report) but is not a readable one."""
@@ -151,6 +169,11 @@ def parse_notice(data: bytes) -> Notice:
         "multipart/report" else ""
     report = str(report).lower()
     original = _returned(msg)
+    returned_from: tuple[str, ...] = ()
+    returned_unsubscribe: tuple[str, ...] = ()
+    if original is not None:
+        returned_from = tuple(_addresses(original, ("Return-Path",)))
+        returned_unsubscribe = tuple(_unsubscribe_uris(original))
     if report == "feedback-report":
         part = next((p for p in msg.walk()
                      if p.get_content_type() == "message/feedback-report"), None)
@@ -158,23 +181,19 @@ def parse_notice(data: bytes) -> Notice:
         if not blocks:
             raise NoticeError("a feedback report without a message/feedback-report part")
         fields = blocks[0]
-        senders = _addresses(fields, ("Original-Mail-From",))
         rcpts = _addresses(fields, ("Original-Rcpt-To",))
         if original is not None:
-            senders += [a for a in _addresses(original, ("Return-Path",)) if a not in senders]
             rcpts += [a for a in _addresses(original, ("To",)) if a not in rcpts]
-        return Notice("complaint", mid, tuple(delivered + senders),
+        return Notice("complaint", mid, tuple(delivered),
                       feedback_type=_text(fields.get("Feedback-Type", "")).lower(),
-                      original_to=tuple(rcpts), subject=subject)
+                      original_to=tuple(rcpts), subject=subject, returned_from=returned_from,
+                      returned_unsubscribe=returned_unsubscribe)
     if report == "delivery-status":
         recipients = _dsn(msg)
         fallback = [r.address for r in recipients if r.address]
-        if original is not None:
-            # The returned headers' Return-Path is the envelope sender we used: VERP too.
-            delivered += [a for a in _addresses(original, ("Return-Path",))
-                          if a not in delivered]
         return Notice("dsn", mid, tuple(delivered), tuple(recipients),
-                      original_to=tuple(dict.fromkeys(fallback)), subject=subject)
+                      original_to=tuple(dict.fromkeys(fallback)), subject=subject,
+                      returned_from=returned_from, returned_unsubscribe=returned_unsubscribe)
     if report:
         raise NoticeError(f"a report of an unknown type ({report[:40]})")
     return Notice("mail", mid, tuple(delivered), subject=subject)

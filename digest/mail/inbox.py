@@ -1,7 +1,8 @@
 """The bounce mailbox `digest bounces` reads (stdlib only): a Maildir, or an IMAP folder over
 TLS. Each message is handed out with a key; `done(key)` moves it out of the way (Maildir:
 renamed into the `.processed` Maildir++ folder; IMAP: moved to `digest-processed`), so it is
-never handled twice, while one that is not `done` stays where it is."""
+never handled twice, while one that is not `done` stays where it is. `done` answers False
+when another reader (a second `digest bounces` at the same time) moved it first."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class Inbox:
         """(key, bytes) per message; bytes None when it is too big to read."""
         raise NotImplementedError
 
-    def done(self, key: str) -> None:
+    def done(self, key: str) -> bool:
+        """Move a handled message out of the way; False when someone else already did."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -83,17 +85,30 @@ class MaildirInbox(Inbox):
                     continue
                 yield f"{sub}/{name}", data
 
-    def done(self, key: str) -> None:
+    def done(self, key: str) -> bool:
         sub, _, name = key.partition("/")
         base = name.split(":2,")[0]
         flags = name.split(":2,")[1] if ":2," in name else ""
         flags = "".join(sorted(set(flags) | {"S"}))
-        os.rename(self.path / sub / name, self.processed / "cur" / f"{base}:2,{flags}")
+        source = self.path / sub / name
+        try:
+            os.rename(source, self.processed / "cur" / f"{base}:2,{flags}")
+        except FileNotFoundError as e:
+            if not (self.processed / "cur").is_dir():
+                raise InboxError(f"{self.where}: {self.processed / 'cur'} is gone",
+                                 "restore it (digest creates it when it starts)") from e
+            if source.exists():
+                raise
+            return False  # another run (or a mail client) moved it first
+        return True
 
 
 class ImapInbox(Inbox):
     """An IMAP folder over TLS (certificate checked); handled messages are moved to the
-    `digest-processed` folder (MOVE where the server has it, else COPY + delete)."""
+    `digest-processed` folder: MOVE where the server has it (RFC 6851), else COPY, \\Deleted
+    and at once UID EXPUNGE of that message (UIDPLUS, RFC 4315) or EXPUNGE, so a run that
+    dies after the copy leaves no flagged message behind. Messages flagged \\Deleted (by a
+    run that died before its expunge, or a mail client) are never read."""
 
     def __init__(self, cfg: BouncesConfig, password: str,
                  context: ssl.SSLContext | None = None) -> None:
@@ -116,13 +131,14 @@ class ImapInbox(Inbox):
         except (OSError, imaplib.IMAP4.error) as e:
             self.close()
             raise InboxError(f"{self.where}: {e}", hint) from e
-        self.move = b"MOVE" in b" ".join(
-            c if isinstance(c, bytes) else str(c).encode() for c in self.conn.capabilities)
-        self.deleted = False
+        caps = {(c if isinstance(c, bytes) else str(c).encode()).upper()
+                for c in self.conn.capabilities}
+        self.move = b"MOVE" in caps
+        self.uidplus = b"UIDPLUS" in caps
 
     def messages(self) -> Iterator[tuple[str, bytes | None]]:
         try:
-            typ, data = self.conn.uid("SEARCH", None, "ALL")
+            typ, data = self.conn.uid("SEARCH", None, "UNDELETED")
             uids = data[0].split() if typ == "OK" and data and data[0] else []
             for uid in uids:
                 typ, sized = self.conn.uid("FETCH", uid, "(RFC822.SIZE)")
@@ -139,25 +155,29 @@ class ImapInbox(Inbox):
             raise InboxError(f"{self.where}: reading failed: {e}",
                              "run `digest bounces` again; handled messages are not redone") from e
 
-    def done(self, key: str) -> None:
+    def done(self, key: str) -> bool:
         if self.move:
             typ, _ = self.conn.uid("MOVE", key, IMAP_PROCESSED)
             if typ == "OK":
-                return
+                return True
         typ, _ = self.conn.uid("COPY", key, IMAP_PROCESSED)
         if typ != "OK":
             raise InboxError(f"{self.where}: cannot copy message {key} to {IMAP_PROCESSED}",
                              f"create the folder {IMAP_PROCESSED} on the server")
         self.conn.uid("STORE", key, "+FLAGS.SILENT", r"(\Deleted)")
-        self.deleted = True
+        # At once, not at close(): a run that dies in between must not leave it to be read
+        # (and copied) again. UID EXPUNGE removes only this message; plain EXPUNGE removes
+        # every \Deleted one in the folder, which is what close() used to do anyway.
+        typ, _ = self.conn.uid("EXPUNGE", key) if self.uidplus else ("NO", None)
+        if typ != "OK":
+            self.conn.expunge()
+        return True
 
     def close(self) -> None:
         conn = getattr(self, "conn", None)
         if conn is None:
             return
         try:
-            if self.deleted:
-                conn.expunge()
             conn.logout()
         except (OSError, imaplib.IMAP4.error):
             pass

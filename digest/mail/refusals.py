@@ -15,14 +15,31 @@ from dataclasses import dataclass
 # Stages whose 5xx refuses the session, whoever the recipient: nothing about one mailbox has
 # been said yet when the greeting, EHLO, STARTTLS, AUTH or MAIL FROM is refused.
 SESSION_STAGES = ("connect", "EHLO", "STARTTLS", "AUTH", "MAIL")
-# Identical RCPT (or DATA) refusals before anything was accepted that make it the relay's
-# refusal, not the recipients'. Recipients refused for their own mailbox (X.1.x/X.2.x) never
-# count; with fewer recipients, "all of them, the same way" decides (`all_the_same`).
+# Alike refusals in a row, nothing accepted in between, that make it the relay's refusal,
+# not the recipients': policy-looking RCPT refusals (even after earlier acceptances), DATA
+# refusals before anything was delivered and policy-looking ones after. Replies about one
+# mailbox (`recipient_specific`) never count, nor RCPT replies that do not read as policy
+# (`550 mailbox unavailable` for three dead mailboxes is three bounces): those decide only
+# at the end of a batch with nothing accepted, "all of them, the same way" (`all_the_same`).
 SAME_REFUSALS = 3
 
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _POLICY_WORDS = re.compile(r"relay|auth|login|credential|not permitted|access denied|"
-                           r"starttls|tls required|sender", re.IGNORECASE)
+                           r"starttls|tls required|sender|dmarc|\bspf\b|dkim|policy",
+                           re.IGNORECASE)
+# An account's sending quota (`550 5.4.5 Daily user sending quota exceeded`), not a full
+# mailbox (X.2.2 `over quota` is the recipient's).
+_QUOTA = re.compile(r"quota|sending limit|rate limit", re.IGNORECASE)
+# The message itself was refused (its content or size): final for it, whatever the code.
+_CONTENT_WORDS = re.compile(r"spam|unsolicited|content|virus|malware|attachment|too large|"
+                            r"too big|size", re.IGNORECASE)
+# Statuses about the recipient's mailbox (RFC 3463, RFC 7505): X.1.1 bad destination
+# mailbox, X.1.2 bad destination system, X.1.3 bad mailbox syntax, X.1.4 ambiguous, X.1.5
+# (valid), X.1.6 moved, X.1.10 null MX; X.2.1 mailbox disabled, X.2.2 mailbox full. Not
+# X.1.0 (Postfix's "Sender address rejected"), X.1.7 / X.1.8 (our sender's address/system).
+_RECIPIENT_STATUSES = {(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 10),
+                       (2, 1), (2, 2)}
+_ADDRESS = re.compile(r"<[^<>\s]*@[^<>\s]*>:?|[^\s<>:;,()\[\]]+@[^\s<>:;,()\[\]]+:?")
 
 
 @dataclass(frozen=True)
@@ -45,46 +62,60 @@ def enhanced_status(message: str) -> tuple[int, int, int] | None:
 
 
 def recipient_specific(code: int, message: str) -> bool:
-    """A refusal about this mailbox itself (X.1.x address status: no such user, bad domain;
-    X.2.x mailbox status: disabled, full): a bounce, whatever other recipients got."""
+    """A refusal about this mailbox itself (X.1.1–X.1.6, X.1.10: no such user, bad domain;
+    X.2.1, X.2.2: disabled, full): a bounce, whatever other recipients got. Never when the
+    reply is about our sender (`5.1.0 <bounces+…>: Sender address rejected`, 5.1.7, 5.1.8)."""
     status = enhanced_status(message)
-    return status is not None and status[1] in (1, 2)
+    return (status is not None and status[1:] in _RECIPIENT_STATUSES
+            and "sender" not in (message or "").lower())
 
 
 def reply_key(code: int, message: str, recipient: str = "") -> str:
-    """The reply with the recipient's address taken out (Postfix writes `554 5.7.1
-    <a@example.org>: Relay access denied`), so the same refusal of two recipients compares
+    """The reply with every address taken out (Postfix writes `554 5.7.1 <a@example.org>:
+    Relay access denied`, and with VERP `<bounces+a=example.org@…>: Sender address
+    rejected`), so the same refusal of two recipients, or of two envelope senders, compares
     equal."""
     text = message or ""
     if recipient:
         text = re.sub(r"<?" + re.escape(recipient) + r">?:?", "", text, flags=re.IGNORECASE)
+    text = _ADDRESS.sub("", text)
     return f"{code} " + " ".join(text.split()).lower()
 
 
-def looks_like_policy(code: int, message: str) -> bool:
-    """A refusal that reads as the relay's policy (X.7.x security/policy, 530, or words such
-    as relay, auth, access denied): one such refusal with nothing accepted is enough."""
-    status = enhanced_status(message)
-    return code == 530 or (status is not None and status[1] == 7) or \
-        bool(_POLICY_WORDS.search(message or ""))
+def looks_like_policy(code: int, message: str, stage: str = "RCPT") -> bool:
+    """A refusal that reads as the relay's policy rather than one mailbox's or one message's:
+    530, words such as relay, auth, access denied, sender, DMARC, an account's sending quota,
+    and at RCPT any X.7.x security/policy status. At DATA a bare X.7.x is not enough
+    (`5.7.1 message refused as spam` is about that message), nor are words about the
+    message's content or size."""
+    text = message or ""
+    status = enhanced_status(text)
+    if code == 530:
+        return True
+    if stage == "DATA":
+        return bool(_POLICY_WORDS.search(text)) and not _CONTENT_WORDS.search(text)
+    mailbox = status is not None and status[1] == 2  # X.2.2 "over quota": a full mailbox
+    sender = status is not None and status[1:] in ((1, 7), (1, 8))  # our sender's address
+    return (status is not None and status[1] == 7) or sender or \
+        bool(_POLICY_WORDS.search(text)) or (not mailbox and bool(_QUOTA.search(text)))
 
 
 def all_the_same(refusals: list[tuple[Refusal, str]]) -> bool:
-    """Every recipient of the run refused with the same reply (`(refusal, recipient)` pairs,
-    nothing accepted): two or more alike, or one that reads as policy."""
+    """Every recipient (or message) of the run refused with the same reply (`(refusal,
+    recipient)` pairs, nothing accepted): two or more alike, or one that reads as policy."""
     if not refusals:
         return False
     keys = {reply_key(r.code, r.message, rcpt) for r, rcpt in refusals}
     if len(keys) != 1:
         return False
     first = refusals[0][0]
-    return len(refusals) >= 2 or looks_like_policy(first.code, first.message)
+    return len(refusals) >= 2 or looks_like_policy(first.code, first.message, first.stage)
 
 
 def _where(refusal: Refusal) -> str:
     return {"connect": "the greeting", "MAIL": "MAIL FROM",
-            "RCPT": "RCPT TO (every recipient alike)",
-            "DATA": "DATA (every message alike)"}.get(refusal.stage, refusal.stage)
+            "RCPT": "RCPT TO (recipients refused alike)",
+            "DATA": "DATA (messages refused alike)"}.get(refusal.stage, refusal.stage)
 
 
 def describe(refusal: Refusal, username: str = "") -> str:
@@ -129,6 +160,13 @@ def session_hint(refusal: Refusal, *, password_env: str = "DIGEST_SMTP_PASSWORD"
         return (f"the relay refuses the envelope sender {sender or '([smtp] sender)'}: set [smtp] "
                 f"sender to an address at a domain this relay sends for, or {login}." + after)
     if refusal.stage == "RCPT":
+        if "sender" in text or status in ((5, 1, 7), (5, 1, 8)):
+            return ("the relay refuses our envelope sender at RCPT: set [smtp] sender (and "
+                    "[bounces] return_path, if set) to an address at a domain this relay sends "
+                    f"for, or {login}." + after)
+        if _QUOTA.search(text):
+            return ("the relay's sending quota for this account is used up: rerun `digest "
+                    "send` once it resets, or ask its admin for a higher limit." + after)
         if "relay" in text:
             return (f"the relay does not relay for us (a missing login looks like this): {login}; "
                     "or ask its admin to allow this host." + after)

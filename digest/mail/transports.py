@@ -24,6 +24,7 @@ from digest.mail.refusals import (
     Refusal,
     all_the_same,
     describe,
+    looks_like_policy,
     recipient_specific,
     reply_key,
 )
@@ -191,6 +192,15 @@ async def _transact(client: aiosmtplib.SMTP, sender: str, mail_from: bytes, reci
         raise
 
 
+def _rcpt_refused(recipient: str, code: int, message: str, attempt: int) -> Outcome:
+    """A 5xx at RCPT: a bounce, unless it reads as the relay's policy (X.7.x, 530, relay,
+    auth, our sender, the account's quota): then a failure a later run retries, never a
+    bounce (the transport may still find it the relay's session refusal)."""
+    state = "failed" if looks_like_policy(code, message, "RCPT") else "bounced"
+    return Outcome(recipient, state, f"{code} {message}", attempt,
+                   refused=Refusal("RCPT", code, message))
+
+
 class _Fatal(Exception):
     """Every remaining message would fail the same way (bad password, no server)."""
 
@@ -220,11 +230,17 @@ class SmtpTransport(Transport):
 
     4xx replies and dropped connections are retried with exponential backoff and jitter.
     A 5xx at connect, EHLO, STARTTLS, AUTH or MAIL FROM refuses the session: `refusal` is
-    set and every message fails with `session` (retryable, nobody bounced). A 5xx at RCPT is
-    a bounce, unless it is the relay's: refused alike for SAME_REFUSALS recipients (or for
-    every recipient of the run) before any RCPT was accepted; such refusals are held back
-    until that is known. A 5xx at DATA fails that message for good (`permanent`), unless
-    every message so far was refused alike the same way (then the session is refused).
+    set and every message fails with `session` (retryable, nobody bounced). A 5xx at RCPT
+    about the mailbox (refusals.recipient_specific) is a bounce; one that reads as the
+    relay's policy (5.7.x, 530, relay, auth, sender, quota) is never a bounce but a
+    retryable failure, and SAME_REFUSALS of them alike in a row, nothing accepted in between,
+    refuse the session even after earlier acceptances. Other RCPT 5xx (`550 mailbox
+    unavailable`) are bounces, unless every recipient of the batch, with nothing accepted,
+    was refused alike. A 5xx at DATA fails that message for good (`permanent`), unless
+    SAME_REFUSALS alike in a row (before the first delivery, or reading as policy after it)
+    or every message of the batch with nothing delivered was refused alike (the session is
+    refused); a policy-looking one with nothing delivered is retryable. Refusals whose
+    verdict depends on what follows are held back until that is known.
     The EHLO name is `[smtp] helo`, else the sender's domain (SmtpConfig.ehlo_name).
     """
 
@@ -245,6 +261,11 @@ class SmtpTransport(Transport):
         self.refusal: Refusal | None = None
         self._rcpt_ok = False  # a RCPT was accepted: refusals since are the recipients'
         self._delivered = False  # a DATA was accepted
+        # Acceptances so far (RCPT, DATA): a held refusal is decided once one follows it.
+        self._epochs = {"RCPT": 0, "DATA": 0}
+        # Alike refusals that count toward the relay's refusal, in a row since the last
+        # acceptance at their stage, by (stage, reply key); kept across batches.
+        self._runs: dict[tuple[str, str], int] = {}
         self._next_slot = 0.0
         self._rate_lock: asyncio.Lock | None = None
 
@@ -320,17 +341,16 @@ class SmtpTransport(Transport):
                 if payload:
                     await _transact(client, env.sender, mail_from, env.recipient, rcpt_to,
                                     payload)
-                    self._rcpt_ok = self._delivered = True
+                    self._accepted(delivered=True)
                     return Outcome(env.recipient, "sent", "", attempt, ambiguous)
                 errors, _ = await client.sendmail(env.sender, [env.recipient], env.data)
                 if env.recipient in errors:  # only with several recipients; kept for safety
                     code, msg = errors[env.recipient].code, errors[env.recipient].message
                     if code >= 500:
-                        return Outcome(env.recipient, "bounced", f"{code} {msg}", attempt,
-                                       refused=Refusal("RCPT", code, msg))
+                        return _rcpt_refused(env.recipient, code, msg, attempt)
                     reason = f"{code} {msg}"
                 else:
-                    self._rcpt_ok = self._delivered = True
+                    self._accepted(delivered=True)
                     return Outcome(env.recipient, "sent", "", attempt, ambiguous)
             except _Fatal as e:
                 self._fatal = str(e)
@@ -342,8 +362,7 @@ class SmtpTransport(Transport):
             except aiosmtplib.SMTPRecipientsRefused as e:
                 r = e.recipients[0]
                 if r.code >= 500:
-                    return Outcome(env.recipient, "bounced", f"{r.code} {r.message}", attempt,
-                                   refused=Refusal("RCPT", r.code, r.message))
+                    return _rcpt_refused(env.recipient, r.code, r.message, attempt)
                 reason = f"{r.code} {r.message}"
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
                     aiosmtplib.SMTPConnectError, ConnectionError, OSError) as e:
@@ -357,7 +376,7 @@ class SmtpTransport(Transport):
                     self._fatal = f"cannot reach {self.cfg.host}:{self.cfg.port}: {e}"
             except aiosmtplib.SMTPResponseException as e:
                 if isinstance(e, aiosmtplib.SMTPDataError):
-                    self._rcpt_ok = True  # DATA is only sent once a RCPT was accepted
+                    self._accepted(delivered=False)  # DATA comes after an accepted RCPT
                 if e.code >= 500 and isinstance(e, aiosmtplib.SMTPSenderRefused
                                                 | aiosmtplib.SMTPHeloError):
                     self._refuse(Refusal(_stage_of(e), e.code, e.message))
@@ -389,14 +408,51 @@ class SmtpTransport(Transport):
             self._fatal = describe(refusal, self.cfg.username)
             log.error("%s", self._fatal)
 
-    def _suspect(self, out: Outcome) -> bool:
-        """A 5xx that may be the relay's rather than this recipient's: hold its verdict."""
-        r = out.refused
-        if r is None or self.refusal is not None:
+    def _accepted(self, delivered: bool) -> None:
+        """A RCPT was accepted (and with `delivered`, a DATA too): runs of alike refusals
+        at that stage end; refusals held before it are decided."""
+        self._rcpt_ok = True
+        self._epochs["RCPT"] += 1
+        if delivered:
+            self._delivered = True
+            self._epochs["DATA"] += 1
+        stages = ("RCPT", "DATA") if delivered else ("RCPT",)
+        self._runs = {k: n for k, n in self._runs.items() if k[0] not in stages}
+
+    def _holds(self, r: Refusal) -> bool:
+        """A 5xx that may be the relay's rather than this recipient's or message's: its
+        verdict waits for the next acceptance or the end of the batch. Policy-looking ones
+        always wait (a relay may start refusing after it accepted some); the others only
+        while nothing was accepted at their stage. A refusal about the mailbox never waits."""
+        if self.refusal is not None:
             return False
+        policy = looks_like_policy(r.code, r.message, r.stage)
         if r.stage == "RCPT":
-            return not self._rcpt_ok and not recipient_specific(r.code, r.message)
-        return r.stage == "DATA" and not self._delivered
+            return not recipient_specific(r.code, r.message) and (policy or not self._rcpt_ok)
+        return r.stage == "DATA" and (policy or not self._delivered)
+
+    def _counts(self, r: Refusal) -> bool:
+        """Whether a held refusal counts toward SAME_REFUSALS alike in a row: at RCPT only
+        one that reads as policy (three dead mailboxes are three bounces); at DATA any
+        before the first delivery, a policy-looking one after."""
+        policy = looks_like_policy(r.code, r.message, r.stage)
+        if r.stage == "RCPT":
+            return policy and not recipient_specific(r.code, r.message)
+        return policy or not self._delivered
+
+    def _verdict(self, out: Outcome, answered: bool) -> Outcome:
+        """What a held refusal is, once it is not the relay's session refusal: a policy-
+        looking RCPT refusal fails, retryable (Outcome from _rcpt_refused); a DATA refusal is
+        final, unless it reads as policy and nothing was delivered since (`answered`: a
+        delivery followed it), in the run or after it: then a later run retries it."""
+        if self.refusal is not None:
+            return self._as_session(out)
+        r = out.refused
+        if r is not None and r.stage == "DATA" and out.permanent and not answered \
+                and looks_like_policy(r.code, r.message, "DATA"):
+            return Outcome(out.recipient, "failed", out.reason, out.attempts, out.ambiguous,
+                           permanent=False, refused=r)
+        return out
 
     def _as_session(self, out: Outcome) -> Outcome:
         assert self.refusal is not None
@@ -409,8 +465,9 @@ class SmtpTransport(Transport):
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(envelopes)):
             queue.put_nowait(i)
-        # Suspect refusals whose verdict waits, not yet reported: (index, outcome, reply key).
-        held: list[tuple[int, Outcome, str]] = []
+        # Refusals whose verdict waits, not yet reported: (index, outcome, acceptances at
+        # its stage when it was held).
+        held: list[tuple[int, Outcome, int]] = []
 
         def report(i: int, out: Outcome) -> None:
             results[i] = out
@@ -418,27 +475,30 @@ class SmtpTransport(Transport):
                 on_outcome(i, out)
 
         def settle() -> None:
-            """Report held refusals once it is known whose they are."""
+            """Report held refusals once it is known whose they are: the session was
+            refused, or something was accepted at their stage since."""
             for item in list(held):
-                i, out, _ = item
-                if self.refusal is not None or not self._suspect(out):
+                i, out, epoch = item
+                assert out.refused is not None
+                if self.refusal is not None or self._epochs[out.refused.stage] != epoch:
                     held.remove(item)
-                    report(i, self._as_session(out) if self.refusal is not None else out)
+                    report(i, self._verdict(out, answered=True))
 
         def judge(i: int, out: Outcome) -> None:
             r = out.refused
             if self.refusal is not None and out.state != "sent" and not out.session:
                 out = self._as_session(out)  # in flight when the session was refused
-            if r is None or not self._suspect(out):
+            if r is None or out.session or not self._holds(r):
                 report(i, out)
                 settle()
                 return
-            key = reply_key(r.code, r.message, out.recipient)
-            held.append((i, out, key))
-            alike = [o for _, o, k in held if k == key and o.refused and o.refused.stage == r.stage]
-            if len(alike) >= SAME_REFUSALS:
-                self._refuse(r)
-                settle()
+            held.append((i, out, self._epochs[r.stage]))
+            if self._counts(r):
+                run = (r.stage, reply_key(r.code, r.message, out.recipient))
+                self._runs[run] = self._runs.get(run, 0) + 1
+                if self._runs[run] >= SAME_REFUSALS:
+                    self._refuse(r)
+            settle()
 
         async def worker(slot: int) -> None:
             while True:
@@ -450,15 +510,20 @@ class SmtpTransport(Transport):
 
         n = min(len(self._clients), len(envelopes))
         await asyncio.gather(*(worker(s) for s in range(n)))
-        # The batch is over with refusals still held, so no RCPT was accepted: every
-        # recipient refused alike at RCPT (two or more, or one that reads as policy) is the
-        # relay's refusal; anything else is what it says (a bounce, a refused message).
-        rcpt = [(o.refused, o.recipient) for _, o, _ in held
-                if o.refused is not None and o.refused.stage == "RCPT"]
-        if rcpt and len(rcpt) == len(held) and all_the_same(rcpt):
-            self._refuse(rcpt[0][0])
-        for i, out, _ in held:
-            report(i, self._as_session(out) if self.refusal is not None else out)
+        # The batch is over with refusals still held. Nothing accepted at all and every
+        # recipient refused alike at RCPT (two or more, or one that reads as policy), or
+        # nothing delivered and every held DATA refused alike: the relay's refusal. Anything
+        # else is what it says (a bounce, a retryable or final failure: `_verdict`).
+        if self.refusal is None:
+            for stage, nothing_yet in (("RCPT", not self._rcpt_ok),
+                                       ("DATA", not self._delivered)):
+                alike = [(o.refused, o.recipient) for _, o, _ in held
+                         if o.refused is not None and o.refused.stage == stage]
+                if alike and nothing_yet and all_the_same(alike):
+                    self._refuse(alike[0][0])
+                    break
+        for i, out, _ in held:  # nothing accepted at their stage since them
+            report(i, self._verdict(out, answered=False))
         held.clear()
         return [r for r in results if r is not None]
 

@@ -45,6 +45,10 @@ log = logging.getLogger("digest.send")
 BATCH = 100  # messages per journal batch: one fsync for `sending`, one for the outcomes;
 # a crash mid-batch resends at most this many, each with its original Message-ID
 FLUSH_SECONDS = 0.05  # group-commit window for outcome records
+# On a shared store a batch goes to the transport in parts of this many messages, each sent
+# only once `journal.renew` confirmed this sender still holds its claims: a sender whose
+# database session dropped stops within one part instead of mailing rows another sender took.
+RENEW_EVERY = 25
 
 
 def open_mail(config: Config) -> Transport:
@@ -155,10 +159,10 @@ def _rotated(store: StoreBackend, rng: random.Random) -> Iterator[Subscriber]:
     streamed passes (plus one to count), so nothing holds the whole list."""
     batches = -(-sum(1 for _ in _active(store)) // BATCH)
     start = rng.randrange(batches) * BATCH if batches > 1 else 0
-    if start:
-        yield from itertools.islice(_active(store), start, None)
-    yield from itertools.islice(_active(store), start)  # a subscriber added between the
-    # passes is seen twice (the second claim is refused) or not at all (the next run has it)
+    yield from itertools.islice(_active(store), start, None)
+    if start:  # wrap around; a subscriber added between the passes is seen twice (the
+        # second claim is refused) or not at all (the next run has it)
+        yield from itertools.islice(_active(store), start)
 
 
 def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
@@ -383,7 +387,7 @@ def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
     # Claim before the SMTP conversation: only what this sender claimed is sent here.
     claimed = store.journal.claim([_record(dcfg, j, "sending", m, b.story_ids, at)
                                    for j, _, m, b in built], lease_seconds=lease)
-    mine = {(r["edition"], email_key(r["email"])) for r in claimed}
+    mine = {(r["edition"], email_key(r["email"])): r for r in claimed}
     kept = []
     for item in built:
         job = item[0]
@@ -419,16 +423,30 @@ def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
             pending.clear()
             last[0] = time.monotonic()
 
-    outcomes: list[Outcome] = transport.send(
-        [Envelope(composer.envelope_sender(j) if composer.return_path else sender,
-                  j.sub.email, d, wire_ready=True) for j, d, _, _ in built],
-        on_outcome=on_outcome)
-    for i, out in enumerate(outcomes):  # a transport that did not report as it went
-        if i not in recorded:
-            on_outcome(i, out)
+    got: dict[int, Outcome] = {}
+    step = RENEW_EVERY if lease > 0 else len(built)  # lease 0: the only sender (send_lock)
+    for lo in range(0, len(built), step):
+        part = list(range(lo, min(lo + step, len(built))))
+        if lease > 0:  # send only what is still ours; StoreError (session gone) stops here
+            keys = [(built[i][0].edition, email_key(built[i][0].sub.email)) for i in part]
+            held = {(r["edition"], email_key(r["email"])) for r in
+                    store.journal.renew([mine[k] for k in keys], lease_seconds=lease)}
+            report.elsewhere += sum(1 for k in keys if k not in held)
+            part = [i for i, k in zip(part, keys, strict=True) if k in held]
+        if not part:
+            continue
+        outs = transport.send(
+            [Envelope(composer.envelope_sender(j) if composer.return_path else sender,
+                      j.sub.email, d, wire_ready=True) for j, d, _, _ in (built[i] for i in part)],
+            on_outcome=lambda k, out, part=part: on_outcome(part[k], out))
+        for k, out in enumerate(outs):
+            got[part[k]] = out
+            if part[k] not in recorded:  # a transport that did not report as it went
+                on_outcome(part[k], out)
     store.journal.append(pending)
     bounced = []
-    for (job, _, mid, _), out in zip(built, outcomes, strict=True):
+    for i, out in sorted(got.items()):
+        job, _, mid, _ = built[i]
         if out.state == "sent":
             report.sent.append(job.sub.email)
             if job.resend or out.ambiguous:

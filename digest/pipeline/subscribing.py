@@ -83,6 +83,7 @@ class ReactivateReport:
 
 _WHY = {"missing": "no such subscriber (list them with `digest subscribers list`)",
         "unsubscribed": "they unsubscribed; only they can subscribe again",
+        "complained": "they reported a digest as spam; only they can subscribe again",
         "pending": "not confirmed yet; they must follow their confirmation link"}
 
 
@@ -222,7 +223,8 @@ def send_confirmation(config: Config, store: Store, subscriber: Subscriber, now:
     own = transport is None
     transport = transport or open_mail(config)
     try:
-        # Bounces go to the bounce mailbox (no VERP token: Final-Recipient names the address).
+        # Bounces go to the bounce mailbox; with no VERP token they change nothing there
+        # (listed as unverified: the address is only pending).
         sender = config.bounces.return_path or renderer.sender_addr
         out = transport.send([Envelope(sender, email, data)])[0]
     finally:

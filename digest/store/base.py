@@ -10,7 +10,7 @@ from digest.errors import StoreError
 from digest.models import Story, Subscriber
 
 JOURNAL_STATES = ("sending", "sent", "failed", "bounced")
-CLAIM_LEASE_SECONDS = 120.0  # a dead sender's claim is free again after this at the latest
+CLAIM_LEASE_SECONDS = 120.0  # embedded: a dead sender's claim is free after this
 PENDING_TTL_DAYS = 7  # default [subscribers] pending_days
 
 
@@ -70,8 +70,16 @@ class Journal(Protocol):
         """Record each `sending` record whose (digest, edition, email) is free and return the
         ones claimed, in order; the rest belong to another sender. Free: no record yet; the
         latest is `failed` and not `permanent`; or it is `sending` and its claim lapsed (the
-        lease ran out, or on PostgreSQL the claiming session ended). Exactly once across
-        processes and nodes rests on this call."""
+        lease ran out; on PostgreSQL: the claiming session ended -- a live session's claim
+        never lapses). Exactly once across processes and nodes rests on this call."""
+
+    def renew(self, records: list[dict], lease_seconds: float = CLAIM_LEASE_SECONDS
+              ) -> list[dict]:
+        """Of `records` claimed by this journal, those whose claims it still holds, in
+        order, their leases extended; a sender calls it before each part of a batch and
+        sends only what it returns. Raises StoreError when it cannot tell (on PostgreSQL:
+        the session dropped, and with it the claims): the caller must stop sending. Embedded:
+        the records as given (the send lock makes its holder the only sender)."""
 
     def import_records(self, records: Iterable[dict]) -> int:
         """Add history from another store (`digest store copy`): records already present

@@ -47,7 +47,8 @@ the next open converts it again from scratch (idempotent: no segment is appended
 move, as appends also upgrade first under the same lock).
 
 `claim` and `import_records` run under the store lock (the embedded store has one sender per
-digest anyway). `import_records` (`digest store copy`, rare) scans the history once for an
+digest anyway; `renew` is a no-op). An imported record older than its key's current one goes
+to archive/IMPORTED_NAME, history only: it never replaces a newer record on replay. `import_records` (`digest store copy`, rare) scans the history once for an
 8-byte hash of each record's (digest, edition, email, state, at): O(history) time and ~60 MB
 per million records, off every hot path.
 """
@@ -76,7 +77,7 @@ from digest.store.journal_log import (
     read_lines,
     segment_name,
 )
-from digest.store.journal_state import SENT_WINDOW_HOURS, JournalState
+from digest.store.journal_state import SENT_WINDOW_HOURS, JournalState, canonical_at
 from digest.store.storage import DIR_MODE, FILE_MODE, encode
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ CHECKPOINT_RECORDS = 20_000  # log records after the checkpoint before a new one
 UPGRADE_PRUNE_EVERY = 50_000  # records between prunes while converting a legacy file
 IMPORT_BATCH = 5_000
 STATE_NAME = "state.json"
+# Under archive/: imported records older than their key's current one (history only). Its
+# name sorts with the legacy file's, so records() streams it before the segments.
+IMPORTED_NAME = "deliveries-legacy-imported.jsonl"
 
 
 
@@ -163,10 +167,16 @@ class DeliveryJournal:
         """Apply the records appended since the last call (complete lines only)."""
         if self._st is None or _stat_key(self.state_path) != self._ckpt:
             self._load()
+        names = live_segments(self.root)
+        while _stat_key(self.state_path) != self._ckpt:
+            # Another process checkpointed (and archived the segments it covers) since the
+            # check above: the listing may lack the rest of the segment we were reading.
+            self._load()
+            names = live_segments(self.root)
         st = self._st
         assert st is not None
         seg, off, ln = self._pos
-        for name in live_segments(self.root):
+        for name in names:
             if name < seg:
                 continue
             if name > seg:
@@ -366,6 +376,11 @@ class DeliveryJournal:
             self._maintain()
             return claimed
 
+    def renew(self, records: list[dict], lease_seconds: float = CLAIM_LEASE_SECONDS
+              ) -> list[dict]:
+        """The records as given: under the send lock no other sender takes them."""
+        return list(records)
+
     def import_records(self, records: Iterable[dict]) -> int:
         """Append the records not already present (same digest, edition, email, state, at);
         returns how many were new."""
@@ -373,23 +388,64 @@ class DeliveryJournal:
             if self.legacy.exists():
                 self.upgrade()
             seen = {_record_hash(r) for r in self.records()}
+            st = self._catch_up()
+            latest: dict[tuple[str, str, str], str] = {}  # key -> `at` of its current record
             new = 0
             batch: list[dict] = []
+            stale: list[dict] = []
             for r in records:
                 check_records([r], str(self.root))
                 h = _record_hash(r)
                 if h in seen:
                     continue
                 seen.add(h)
-                batch.append(r)
+                new += 1
+                key = (r["digest"], r["edition"], email_key(r["email"]))
+                at = canonical_at(r.get("at"))
+                if key not in latest:
+                    cur = st.get(*key)
+                    latest[key] = canonical_at(cur.get("at")) if cur else ""
+                if at < latest[key]:
+                    # Older than the key's current record (an imported `sending` after a
+                    # newer `sent`): history only, so replaying the log never applies it.
+                    stale.append(r)
+                else:
+                    latest[key] = at
+                    batch.append(r)
                 if len(batch) >= IMPORT_BATCH:
                     self._append_locked(batch)
-                    new += len(batch)
                     batch = []
+                if len(stale) >= IMPORT_BATCH:
+                    self._append_history(stale)
+                    stale = []
             self._append_locked(batch)
-            new += len(batch)
+            self._append_history(stale)
             self._maintain()
             return new
+
+    def _append_history(self, records: list[dict]) -> None:
+        """Append records to archive/IMPORTED_NAME: streamed by records() (so a copy keeps
+        them and a second import skips them), never replayed into the state."""
+        if not records:
+            return
+        self.archive.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        path = self.archive / IMPORTED_NAME
+        data = b"".join(encode(r, str(self.root)) + b"\n" for r in records)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        except OSError as e:
+            raise write_error(path, e) from e
+        try:
+            good = drop_torn_tail(fd, os.fstat(fd).st_size)
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            except OSError as e:
+                os.ftruncate(fd, good)
+                raise write_error(path, e) from e
+        finally:
+            os.close(fd)
+        fsync_path(self.archive, directory=True)
 
 
 def _at(value: object) -> datetime | None:

@@ -4,7 +4,7 @@ form. See digest/store/journal.py for the design."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from digest.models import iso, parse_iso
@@ -14,10 +14,20 @@ from digest.store.base import email_key
 # retries only that one), so a few are plenty; older ones live in the log and archive.
 KEEP_EDITIONS = 8
 # Story ids sent to an email are kept this long after they were sent (measured on the
-# journal's own clock: its newest `at`). Stories older than a digest's max_age_hours are never
-# planned, so this must be >= the longest max_age_hours (72 h by default).
+# journal's own clock: its newest `at`, at most the wall clock + FUTURE_SLACK). Stories older
+# than a digest's max_age_hours are never planned, so this must be >= the longest
+# max_age_hours (72 h by default).
 SENT_WINDOW_HOURS = 14 * 24.0
+# The journal's clock never runs ahead of the wall clock by more than this: a record dated
+# later (a skewed host, a hand edit) would otherwise empty the window until real time caught
+# up. `--now` runs in the past are unaffected.
+FUTURE_SLACK = timedelta(days=1)
 FORMAT = 1
+
+
+def horizon() -> str:
+    """The latest `at` the journal's clock may take: the wall clock + FUTURE_SLACK."""
+    return iso(datetime.now(UTC) + FUTURE_SLACK)
 
 
 def canonical_at(at: Any) -> str:
@@ -58,6 +68,7 @@ class JournalState:
         self.frozen: dict[str, dict[str | None, frozenset[str]]] = {}
         self.newest_at = ""
         self.window_hours = SENT_WINDOW_HOURS
+        self._horizon = ""
 
     def apply(self, rec: dict) -> None:
         email = email_key(str(rec.get("email", "")))
@@ -70,7 +81,10 @@ class JournalState:
         eds[edition] = rec  # trimmed to KEEP_EDITIONS only by prune(), at a checkpoint
         at = canonical_at(rec.get("at"))
         if at > self.newest_at:
-            self.newest_at = at
+            if at > self._horizon:  # cached: the horizon only moves forward
+                self._horizon = horizon()
+            if at <= self._horizon:
+                self.newest_at = at
         if rec.get("state") == "sent" and rec.get("stories"):
             by_at = self.sent.get(email)
             if by_at is None:
@@ -107,7 +121,8 @@ class JournalState:
                     del eds[old]
         if not self.newest_at:
             return
-        cutoff = iso(parse_iso(self.newest_at) - timedelta(hours=self.window_hours))
+        ref = min(self.newest_at, horizon())  # an older checkpoint may hold a future one
+        cutoff = iso(parse_iso(ref) - timedelta(hours=self.window_hours))
         for email in list(self.sent):
             by_at = self.sent[email]
             # "" (no usable `at`) is kept: it cannot be placed in time

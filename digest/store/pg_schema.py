@@ -76,6 +76,12 @@ STEPS: tuple[str, ...] = (
     ALTER TABLE sent_stories DROP CONSTRAINT IF EXISTS sent_stories_pkey;
     ALTER TABLE sent_stories ADD PRIMARY KEY (email, digest, story_id);
     """,
+    # 3: claims name their session by (pid, backend_start) -- a pid is reused by a later
+    # session -- and carry a token per claim: only the claim's holder records its outcome
+    """
+    ALTER TABLE deliveries_current ADD COLUMN IF NOT EXISTS claim_started timestamptz;
+    ALTER TABLE deliveries_current ADD COLUMN IF NOT EXISTS claim_token text;
+    """,
 )
 SCHEMA_VERSION = len(STEPS)
 

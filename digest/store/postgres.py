@@ -340,9 +340,20 @@ class PgStore:
         return row is not None
 
     def expire_pending(self, older_than: datetime, email: str | None = None) -> int:
-        """Drop `pending` subscribers created before `older_than` (only `email` when given);
-        returns how many."""
-        cur = self._execute("DELETE FROM subscribers WHERE status = 'pending' AND created < %s "
-                            "AND (%s::text IS NULL OR email = %s)",
-                            (older_than, *(2 * [email_key(email) if email else None])))
-        return cur.rowcount
+        """Expire `pending` subscribers created before `older_than` (only `email` when given);
+        returns how many. A re-subscribe that suppressed a gone status gets that status back
+        (its `suppressed` field, set by `subscribers.subscribed`); the others are dropped."""
+        where = ("status = 'pending' AND created < %s AND (%s::text IS NULL OR email = %s)")
+        args = (older_than, *(2 * [email_key(email) if email else None]))
+        with self.transaction():
+            rows = self._execute(f"SELECT email, data FROM subscribers WHERE {where} "
+                                 "AND coalesce(data->>'suppressed', '') <> '' FOR UPDATE",
+                                 args).fetchall()
+            for key, data in rows:
+                sub = Subscriber.from_dict(data)
+                sub = dataclasses.replace(sub, status=sub.suppressed, suppressed="")
+                _, doc, status, _ = self._sub_params(sub)
+                self._execute("UPDATE subscribers SET data = %s::json, status = %s "
+                              "WHERE email = %s", (doc, status, key))
+            cur = self._execute(f"DELETE FROM subscribers WHERE {where}", args)
+            return len(rows) + cur.rowcount

@@ -201,27 +201,43 @@ class SubscriberTable:
         return True
 
     def expire_pending(self, older_than: datetime, email: str | None = None) -> int:
-        """Drop `pending` rows created before `older_than`; returns how many.
+        """Expire `pending` rows created before `older_than`; returns how many. A row is
+        dropped, unless it is a re-subscribe that suppressed a gone status: that status is
+        restored (its `suppressed` field, set by `subscribers.subscribed`), so an unconfirmed
+        request never erases an unsubscribe or a complaint.
 
         With `email`, only the shard holding that address is swept, and it is rewritten even
         when nothing expired: a web subscribe then does the same file work (one shard read,
         one shard write) whether the address is stored or not."""
         shards = range(self.nshards) if email is None else [shard_of(email, self.nshards)]
-        dropped = 0
+        count = 0
         with self.transaction():
             for n in shards:
                 storage = self.storage(n)
-                old = {int(i): email_key(d["email"]) for i, d in self._rows(n).items()
-                       if d.get("status") == "pending" and _created_before(d, older_than)}
-                if old:
+                drop: dict[int, str] = {}
+                restore: dict[int, dict] = {}
+                for i, d in self._rows(n).items():
+                    if d.get("status") != "pending" or not _created_before(d, older_than):
+                        continue
+                    if d.get("suppressed"):
+                        rec = {**d, "status": d["suppressed"], "email": email_key(d["email"])}
+                        del rec["suppressed"]
+                        restore[int(i)] = rec
+                    else:
+                        drop[int(i)] = email_key(d["email"])
+                table = tinydb(storage).table(TABLE)
+                if drop:
                     idx = self._index(n)
-                    tinydb(storage).table(TABLE).remove(doc_ids=list(old))
-                    for key in old.values():
+                    table.remove(doc_ids=list(drop))
+                    for key in drop.values():
                         idx.pop(key, None)
-                    dropped += len(old)
-                elif email is not None:
+                if restore:
+                    table.update(_replacer({r["email"]: r for r in restore.values()}),
+                                 doc_ids=list(restore))
+                if not drop and not restore and email is not None:
                     storage.write(storage.read())  # the equal-work write (see above)
-        return dropped
+                count += len(drop) + len(restore)
+        return count
 
     # --- the pre-shard file (schema 1) ----------------------------------------------------
 

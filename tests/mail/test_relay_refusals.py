@@ -13,7 +13,13 @@ from aiosmtpd.controller import Controller
 
 from digest.cli import main
 from digest.config import SmtpConfig
-from digest.mail.refusals import Refusal, recipient_specific, reply_key, session_hint
+from digest.mail.refusals import (
+    Refusal,
+    looks_like_policy,
+    recipient_specific,
+    reply_key,
+    session_hint,
+)
 from digest.mail.transports import Envelope, SmtpTransport
 from digest.pipeline.sending import send_digest
 from digest.store import Store
@@ -271,3 +277,174 @@ def test_reactivate_needs_addresses_or_bounced(tmp_path: Path,
     assert main(["--config", str(config.path), "subscribers", "reactivate"]) == 1
     assert "--bounced" in capsys.readouterr().err
 
+
+
+# --- review: the relay's refusal vs. the recipients', beyond "alike before any acceptance" --------
+
+SENDER_REJECTED = "554 5.7.1 <{sender}>: Sender address rejected: Access denied"  # Postfix
+DMARC = ("550 5.7.1 Unauthenticated email from news.example.org is not accepted due to "
+         "domain's DMARC policy")
+
+
+def _verp(rcpt: str) -> str:
+    return f"bounces+{rcpt.replace('@', '=')}@news.example.org"
+
+
+def _send_envelopes(srv: SMTPServer, rcpts: list[str], verp: bool = False, **kw: object):
+    """Like _transport_send, each message with its own VERP envelope sender if `verp`."""
+    cfg = SmtpConfig(transport="smtp", host=srv.host, port=srv.port, timeout=5, retries=1,
+                     sender="digest@news.example.org", **kw)  # type: ignore[arg-type]
+    with SmtpTransport(cfg, backoff=0.01) as t:
+        env = [Envelope(_verp(r) if verp else "digest@news.example.org", r,
+                        f"Subject: t\r\nTo: {r}\r\n\r\nhi\r\n".encode()) for r in rcpts]
+        return t.send(env), t.refusal
+
+
+def _states(out) -> list[str]:  # noqa: ANN001
+    return [o.state + ("/session" if o.session else "") + ("/permanent" if o.permanent else "")
+            for o in out]
+
+
+@pytest.mark.parametrize("n,pool", [(2, 1), (6, 1), (6, 3)])
+def test_verp_sender_refused_at_rcpt_is_the_relays_refusal_not_bounces(n: int, pool: int
+                                                                        ) -> None:
+    # Finding 1: Postfix (smtpd_delay_reject) refuses our sender at RCPT, quoting it; with
+    # VERP every reply names a different sender, yet they are the same refusal.
+    rcpts = [f"r{i}@example.com" for i in range(n)]
+    with SMTPServer(faults=Faults(rcpt_refuse=SENDER_REJECTED)) as srv:
+        out, refusal = _send_envelopes(srv, rcpts, verp=True, pool_size=pool)
+    assert refusal is not None and refusal.stage == "RCPT", _states(out)
+    assert _states(out) == ["failed/session"] * n
+    assert "envelope sender" in session_hint(refusal)
+
+
+def test_verp_sender_refused_at_rcpt_stops_send_and_bounces_nobody(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SMTPServer(faults=Faults(rcpt_refuse=SENDER_REJECTED)) as srv:
+        path = _smtp_project(tmp_path, srv.port)
+        text = path.read_text(encoding="utf-8").replace(
+            'return_path = ""', 'return_path = "bounces@news.example.org"', 1)
+        path.write_text(text, encoding="utf-8")
+        rc, out, err = _send(path, capsys)
+        assert rc == 1 and "STOPPED" in out and "bounced 0" in out, (out, err)
+        assert "Sender address rejected" in err and "envelope sender" in err, err
+        assert all(m.mail_from.startswith("bounces+") for m in srv.messages)
+        assert _statuses(path) == {"active"}
+        assert not any(r.get("permanent") or r.get("state") == "bounced"
+                       for r in _journal_states(path).values())
+
+
+def test_sender_statuses_and_policy_are_never_the_recipients() -> None:
+    # Finding 1: X.1.0 "Sender address rejected", X.1.7, X.1.8 are about our sender.
+    for reply in ("5.1.0 <bounces+a=x.org@n.org>: Sender address rejected: User unknown",
+                  "5.1.7 Bad sender's mailbox address syntax",
+                  "5.1.8 <bounces@n.org>: Sender address rejected: Domain not found",
+                  "5.1.1 <bounces@n.org>: Sender address rejected: User unknown",
+                  "5.2.3 Message length exceeds administrative limit",
+                  "5.7.1 <a@x.org>: Recipient address rejected: Access denied"):
+        assert not recipient_specific(550, reply), reply
+    for reply in ("5.1.1 <a@x.org>: Recipient address rejected: User unknown",
+                  "5.1.2 bad destination system", "5.1.6 mailbox has moved",
+                  "5.1.10 recipient address has null MX", "5.2.1 mailbox disabled",
+                  "5.2.2 The email account that you tried to reach is over quota"):
+        assert recipient_specific(550, reply), reply
+    assert looks_like_policy(550, "5.1.8 bad sender's system address")
+    assert looks_like_policy(550, "5.1.8 bad system address")
+    assert looks_like_policy(550, "5.4.5 Daily user sending quota exceeded")
+    assert looks_like_policy(554, "quota exceeded for this account")
+    assert not looks_like_policy(552, "5.2.2 mailbox over quota")
+    assert not looks_like_policy(550, "mailbox unavailable")
+    # every address goes, not only the recipient's: VERP senders, bare addresses
+    assert reply_key(554, "5.7.1 <bounces+a=x.org@n.org>: Sender address rejected", "a@x.org") \
+        == reply_key(554, "5.7.1 <bounces+b=y.org@n.org>: Sender address rejected", "b@y.org") \
+        == "554 5.7.1 sender address rejected"
+    assert reply_key(550, "5.7.1 from=bounces+a=x.org@n.org to=a@x.org: denied") == \
+        reply_key(550, "5.7.1 from=bounces+b=y.org@n.org to=b@y.org: denied")
+
+
+def test_a_relay_that_starts_refusing_by_policy_after_acceptances_bounces_nobody() -> None:
+    # Finding 1: two accepted, then the account's quota is used up: three alike in a row with
+    # nothing accepted in between is the relay's refusal, even after acceptances.
+    faults = Faults(rcpt_refuse="550 5.7.1 Daily sending quota exceeded", rcpt_refuse_after=2)
+    with SMTPServer(faults=faults) as srv:
+        out, refusal = _send_envelopes(srv, [f"r{i}@example.com" for i in range(6)],
+                                       pool_size=1)
+        assert len(srv.messages) == 2
+    assert refusal is not None and refusal.stage == "RCPT"
+    assert _states(out) == ["sent"] * 2 + ["failed/session"] * 4
+
+
+def test_fewer_policy_refusals_after_acceptances_are_retryable_not_bounces() -> None:
+    faults = Faults(rcpt_refuse="554 5.7.1 <{rcpt}>: Relay access denied", rcpt_refuse_after=3)
+    with SMTPServer(faults=faults) as srv:
+        out, refusal = _send_envelopes(srv, [f"r{i}@example.com" for i in range(5)],
+                                       pool_size=1)
+    assert refusal is None
+    assert _states(out) == ["sent"] * 3 + ["failed"] * 2
+
+
+def test_data_refused_by_policy_after_the_first_delivery_stops_instead_of_giving_up() -> None:
+    # Finding 1: one delivered, then every DATA refused by policy: not permanent failures.
+    with SMTPServer(faults=Faults(data_refuse=DMARC, data_refuse_after=1)) as srv:
+        out, refusal = _send_envelopes(srv, [f"r{i}@example.com" for i in range(5)],
+                                       pool_size=1)
+    assert refusal is not None and refusal.stage == "DATA"
+    assert _states(out) == ["sent"] + ["failed/session"] * 4
+
+
+@pytest.mark.parametrize("pool", [1, 3])
+@pytest.mark.parametrize("reply", ["550 mailbox unavailable", "550 5.1.1 user unknown"])
+def test_three_dead_mailboxes_first_bounce_and_the_rest_are_delivered(
+        tmp_path: Path, reply: str, pool: int) -> None:
+    # Finding 6: by email order the same three dead mailboxes come first on every run;
+    # alike without an enhanced code, they are still three bounces, not the relay's refusal.
+    dead = set(EMAILS[:3])
+    with SMTPServer(faults=Faults(reject=dead, reject_reply=reply)) as srv:
+        config = make_project(tmp_path, transport="smtp", host=srv.host, port=srv.port,
+                              sender="AI News <digest@news.example.org>", timeout=5.0,
+                              pool_size=pool, retries=1)
+        add_subscribers(config, *PEOPLE)
+        with SmtpTransport(config.smtp, backoff=0.01) as t:
+            report = send_digest(config, now=_now(), transport=t)
+        assert not report.stopped, report.lines()
+        assert sorted(e for e, _ in report.bounced) == EMAILS[:3], report.lines()
+        assert sorted(report.sent) == EMAILS[3:] and not report.failed, report.lines()
+        store = Store(config.store.path)
+        assert {s.email for s in store.list_subscribers() if s.status == "bounced"} == dead
+        with SmtpTransport(config.smtp, backoff=0.01) as t:  # the rerun does not stop either
+            again = send_digest(config, now=_now(), transport=t)
+        assert not again.stopped and again.already_sent == 2, again.lines()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_or_two_messages_refused_alike_at_data_by_policy_stop_the_run(n: int) -> None:
+    # Finding 7: fewer than SAME_REFUSALS held DATA refusals that apply to every message.
+    with SMTPServer(faults=Faults(data_refuse=DMARC)) as srv:
+        out, refusal = _send_envelopes(srv, [f"r{i}@example.com" for i in range(n)],
+                                       pool_size=1)
+    assert refusal is not None and refusal.stage == "DATA"
+    assert _states(out) == ["failed/session"] * n
+
+
+def test_a_policy_data_refusal_with_nothing_delivered_is_retryable_not_final() -> None:
+    # Finding 7: not alike (each names its message), but policy, and nothing was delivered.
+    faults = Faults(data_refuse="554 5.7.1 message {n} rejected: SPF policy violation")
+    with SMTPServer(faults=faults) as srv:
+        out, refusal = _send_envelopes(srv, ["a@example.com", "b@example.com"], pool_size=1)
+    assert refusal is None
+    assert _states(out) == ["failed", "failed"]
+
+
+def test_every_edition_refused_at_data_by_dmarc_stops_send_and_nothing_is_final(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SMTPServer(faults=Faults(data_refuse=DMARC)) as srv:
+        path = _smtp_project(tmp_path, srv.port)
+        text = path.read_text(encoding="utf-8").replace("pool_size = 4", "pool_size = 1", 1)
+        path.write_text(text, encoding="utf-8")
+        rc, out, err = _send(path, capsys)
+        assert rc == 1 and "STOPPED" in out and "DATA" in err, (out, err)
+        assert not any(r.get("permanent") for r in _journal_states(path).values())
+        srv.faults.data_refuse = ""  # DMARC fixed: the rerun sends each edition once
+        rc, out, err = _send(path, capsys)
+        assert rc == 0, (out, err)
+        _once_each(srv)

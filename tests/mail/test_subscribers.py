@@ -256,7 +256,8 @@ def test_state_rules() -> None:
     assert rules.subscribed(active, new) is None  # the form never changes an active reader
     gone = Subscriber(email=new.email, status="unsubscribed", created=now - timedelta(days=9))
     assert rules.subscribed(gone, new) == {"languages": ["zh"], "tags": ["x"], "timezone": "UTC",
-                                           "digests": (), "status": "pending", "created": now}
+                                           "digests": (), "status": "pending", "created": now,
+                                           "suppressed": "unsubscribed"}
     expires = now + tokens.CONFIRM_LIFETIME
     assert rules.confirmed(None, expires, now, activate=True) == ("gone", None)
     assert rules.confirmed(gone, expires, now, activate=True) == ("gone", None)
@@ -270,3 +271,117 @@ def test_state_rules() -> None:
     row, kept = rules.imported(gone, rules.new_subscriber("a@example.com", "en", None, None,
                                                           "active", now))
     assert kept and row.status == "unsubscribed" and row.created == gone.created
+
+
+# --- a web subscribe nobody confirms never erases an unsubscribe or a complaint ------------------
+
+
+def _web_resubscribe(cfg: Path, email: str, status: str, now: datetime):
+    """`email` stored with `status`, then a subscribe request for it (anyone can post the
+    form) at `now`: (the Subscriptions handle, the store, the pending row)."""
+    from digest import subscribers as rules
+    from digest.config import load_config
+    from digest.pipeline.subscribing import open_subscriptions
+
+    config = load_config(cfg)
+    store = Store(config.store.path)
+    store.add_subscriber(rules.new_subscriber(email, "en", None, None, "active",
+                                              now.replace(year=2025)))
+    store.update_subscriber(email, status=status)
+    subs = open_subscriptions(config)
+    pending = subs.subscribe(rules.new_subscriber(email, "zh", "ai", None, "pending", now))
+    return config, subs, pending
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "complained", "bounced"])
+def test_unconfirmed_resubscribe_expires_back_to_the_gone_status(
+        cfg: Path, tmp_path: Path, status: str) -> None:
+    from datetime import timedelta
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    config, subs, pending = _web_resubscribe(cfg, "alice@example.com", status, now)
+    assert (pending.status, pending.suppressed) == ("pending", status)
+    f = tmp_path / "old.csv"
+    f.write_text("email,languages\nalice@example.com,en\n", encoding="utf-8")
+    # An import while the request waits keeps it pending, and keeps what it suppressed.
+    assert run(cfg, "import", str(f)) == 0
+    got = Store(config.store.path).get_subscriber("alice@example.com")
+    assert (got.status, got.suppressed) == ("pending", status)
+    # Nobody confirms: after pending_days the row is kept, with its earlier status back
+    # (swept by the next web subscribe to that shard, or by `digest send` for the store).
+    later = now + timedelta(days=config.web.pending_days, seconds=1)
+    store = Store(config.store.path)
+    assert store.expire_pending(later - timedelta(days=config.web.pending_days),
+                                email="alice@example.com") == 1
+    got = Store(config.store.path).get_subscriber("alice@example.com")
+    assert got is not None and (got.status, got.suppressed) == (status, "")
+    assert "suppressed" not in got.to_dict()
+    # The old CSV imported again: still not mailed.
+    assert run(cfg, "import", str(f)) == 0
+    got = Store(config.store.path).get_subscriber("alice@example.com")
+    assert got.status == status
+    assert [s.email for s in Store(config.store.path).list_subscribers("active")] == []
+
+
+def test_whole_store_expiry_restores_a_complaint(cfg: Path, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    config, _, _ = _web_resubscribe(cfg, "spam@example.com", "complained", now)
+    store = Store(config.store.path)
+    assert store.expire_pending(now + timedelta(seconds=1)) == 1  # `digest send`'s sweep
+    assert Store(config.store.path).get_subscriber("spam@example.com").status == "complained"
+    f = tmp_path / "old.csv"
+    f.write_text("email\nspam@example.com\n", encoding="utf-8")
+    assert run(cfg, "import", str(f)) == 0
+    assert Store(config.store.path).get_subscriber("spam@example.com").status == "complained"
+
+
+def test_confirmed_resubscribe_clears_the_suppression(cfg: Path) -> None:
+    from datetime import timedelta
+
+    from digest.mail import tokens
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    config, subs, _ = _web_resubscribe(cfg, "back@example.com", "unsubscribed", now)
+    expires = now + tokens.CONFIRM_LIFETIME  # the link mailed for the request
+    assert subs.confirm("back@example.com", expires, now + timedelta(hours=1),
+                        activate=True) == "confirmed"
+    got = Store(config.store.path).get_subscriber("back@example.com")
+    assert (got.status, got.suppressed) == ("active", "")
+    # Active now: nothing to expire.
+    later = now + timedelta(days=30)
+    assert Store(config.store.path).expire_pending(later) == 0
+    assert Store(config.store.path).get_subscriber("back@example.com").status == "active"
+
+
+def test_suppression_rules() -> None:
+    from datetime import timedelta
+
+    from digest import subscribers as rules
+    from digest.models import Subscriber
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    new = rules.new_subscriber("a@example.com", "en", None, None, "pending", now)
+    complained = Subscriber("a@example.com", status="complained", created=now - timedelta(9))
+    pend = Subscriber("a@example.com", status="pending", created=now - timedelta(1),
+                      suppressed="complained")
+    # A pending request repeated keeps what the first one suppressed.
+    assert "suppressed" not in rules.subscribed(pend, new)
+    # An unsubscribe of the pending request never weakens a complaint.
+    unsub = Subscriber("a@example.com", status="unsubscribed", suppressed="complained")
+    assert rules.subscribed(unsub, new)["suppressed"] == "complained"
+    assert rules.subscribed(complained, new)["suppressed"] == "complained"
+    # A bounce of an unconfirmed re-subscribe is not an operator's to undo.
+    bounced = Subscriber("a@example.com", status="bounced", suppressed="unsubscribed")
+    assert rules.reactivated(bounced) == ("unsubscribed", None)
+    assert rules.reactivated(Subscriber("a@example.com", status="bounced", suppressed="bounced")
+                             ) == ("reactivated", {"status": "active", "suppressed": ""})
+    # Import: a suppressed pending row stays so; an active one carries no suppression.
+    row, kept = rules.imported(pend, rules.new_subscriber("a@example.com", "en", None, None,
+                                                          "active", now))
+    assert kept and (row.status, row.suppressed) == ("pending", "complained")
+    # The model: absent means none, and old rows keep their bytes.
+    assert Subscriber.from_dict(pend.to_dict()) == pend
+    assert "suppressed" not in Subscriber("a@example.com").to_dict()
+    assert Subscriber.from_dict({"email": "a@example.com"}).suppressed == ""

@@ -209,3 +209,58 @@ def test_import_records_skips_what_is_present(store, tmp_path):
     assert store.journal.import_records(iter(records)) == len(records) - 10
     assert store.journal.import_records(records) == 0
     assert list(Store(tmp_path / "store").journal.records()) == records
+
+
+def test_import_never_lets_an_older_record_override_a_newer_one(store, tmp_path):
+    """Finding 10: an imported `sending` older than the stored `sent` stays history."""
+    j = store.journal
+    j.append([rec("e1", "a@example.com", "sent", ["s1"], at=T0 + timedelta(minutes=5))])
+    older = [rec("e1", "a@example.com", "sending", ["s1"], at=T0),
+             rec("e1", "b@example.com", "sending", ["s2"], at=T0),
+             rec("e1", "b@example.com", "sent", ["s2"], at=T0 + timedelta(minutes=1))]
+    assert j.import_records(older) == 3
+    for journal in (j, Store(tmp_path / "store").journal):
+        assert journal.state("daily", "e1", "a@example.com")["state"] == "sent"
+        assert journal.state("daily", "e1", "b@example.com")["state"] == "sent"
+        assert journal.claim([rec("e1", "a@example.com", "sending", at=T0)]) == []
+        assert len(list(journal.records())) == 4  # the history has every record
+    assert j.import_records(older) == 0  # and a second copy adds nothing
+
+
+def test_a_future_record_does_not_empty_the_dedupe_window(store, tmp_path, monkeypatch):
+    """Finding 5: the window is measured back from at most the wall clock + 1 day."""
+    monkeypatch.setattr(journal_mod, "CHECKPOINT_RECORDS", 1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.journal.append([rec("e1", stories=["recent"], at=now - timedelta(days=2))])
+    store.journal.append([rec("e2", "b@example.com", stories=["z"],
+                              at=now + timedelta(days=400))])  # a skewed clock
+    store.journal.append([rec("e3", "c@example.com", stories=["y"], at=now)])  # checkpoints
+    for journal in (store.journal, Store(tmp_path / "store").journal):
+        assert journal.sent_story_ids("a@example.com") == {"recent"}
+    state = codec.loads((tmp_path / "store" / "journal" / "state.json").read_bytes())
+    assert state["newest_at"] == iso(now)
+
+
+def test_a_reader_does_not_skip_records_archived_under_it(store, tmp_path, monkeypatch):
+    """Finding 9: a checkpoint + archive by another process between a reader's state check
+    and its segment listing: the reader reloads instead of skipping the rest of a segment."""
+    root = tmp_path / "store" / "journal"
+    root.mkdir(exist_ok=True)
+    seg = root / "log-2020-01-01.jsonl"
+    seg.write_bytes(codec.dumps(rec("old1", stories=["o1"])) + b"\n")
+    reader = Store(tmp_path / "store").journal
+    assert reader.state("daily", "old1", "a@example.com") is not None  # read up to there
+    with seg.open("ab") as f:  # a record that day the reader has not seen yet
+        f.write(codec.dumps(rec("old2", stories=["o2"])) + b"\n")
+    real, fired = journal_mod.live_segments, []
+
+    def listing(path):
+        if not fired:  # the writer checkpoints and archives log-2020-01-01 right now
+            fired.append(1)
+            store.journal.append([rec("new", stories=["n1"])])
+            assert (root / "archive" / seg.name).exists()
+        return real(path)
+
+    monkeypatch.setattr(journal_mod, "live_segments", listing)
+    assert reader.state("daily", "old2", "a@example.com") is not None
+    assert reader.sent_story_ids("a@example.com") == {"o1", "o2", "n1"}

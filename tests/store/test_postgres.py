@@ -120,6 +120,23 @@ def test_subscribers(pg) -> None:
     assert [s.email for s in pg.list_subscribers()] == ["c@example.com"]
 
 
+def test_expire_pending_restores_a_suppressed_status(pg) -> None:
+    """Like the embedded store: an unconfirmed re-subscribe gets its gone status back."""
+    pg.upsert_subscribers([
+        Subscriber("u@example.com", created=T0, suppressed="unsubscribed"),
+        Subscriber("c@example.com", created=T0, suppressed="complained"),
+        Subscriber("p@example.com", created=T0),
+        Subscriber("f@example.com", created=T0 + timedelta(days=8), suppressed="complained")])
+    cutoff = T0 + timedelta(days=1)
+    assert pg.expire_pending(cutoff, email="c@example.com") == 1
+    assert pg.expire_pending(cutoff) == 2
+    assert [(s.email, s.status, s.suppressed) for s in pg.list_subscribers()] == [
+        ("c@example.com", "complained", ""), ("f@example.com", "pending", "complained"),
+        ("u@example.com", "unsubscribed", "")]
+    assert [s.email for s in pg.list_subscribers("complained")] == ["c@example.com"]
+    assert pg.expire_pending(cutoff) == 0
+
+
 def test_iter_subscribers_pages_through_many(pg) -> None:
     subs = [Subscriber(f"u{i:05d}@example.com", status="active", created=T0) for i in range(2500)]
     assert pg.upsert_subscribers(subs) == (2500, 0)
@@ -178,11 +195,117 @@ def test_claims_are_exclusive_across_sessions_and_free_when_the_holder_dies(pg, 
         time.sleep(0.05)
     assert got == [r5]
     assert time.monotonic() < deadline  # well before the 120 s lease
-    # a lapsed lease frees a claim whose session still lives
-    r6 = _rec("e3", "u6@x.org", "sending")
-    assert pg.journal.claim([r6], lease_seconds=0) == [r6]
-    assert other.journal.claim([r6]) == [r6]
     other.close()
+
+
+def _admin(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def _pid(store) -> int:
+    return store.journal._conn.info.backend_pid
+
+
+def _wait_gone(admin, pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+        assert time.monotonic() < deadline, f"backend {pid} still there"
+        time.sleep(0.05)
+
+
+def test_a_live_senders_claim_outlasts_its_lease(pg, pg_url) -> None:
+    """Finding 3a: a batch that takes longer than the lease (SMTP retries, a rate limit)
+    keeps its claims while its session lives: another sender mailing them is a duplicate."""
+    other = open_store(pg_url)
+    r = _rec("e3", "u6@x.org", "sending")
+    assert pg.journal.claim([r], lease_seconds=0) == [r]  # the lease has run out at once
+    time.sleep(0.05)
+    assert other.journal.claim([r]) == []  # ...but its sender is alive: still its claim
+    assert pg.journal.renew([r]) == [r]
+    other.close()
+
+
+def test_a_late_outcome_never_overwrites_another_senders_claim(pg, pg_url) -> None:
+    """Finding 3b: outcomes are applied only under the claim's own token."""
+    a, b, c = open_store(pg_url), open_store(pg_url), open_store(pg_url)
+    admin = _admin(pg_url)
+    r = _rec("e1", "u1@x.org", "sending")
+    assert a.journal.claim([r]) == [r]
+    # a's claim lapses without a's knowing (say its session was replaced): b takes over
+    admin.execute("UPDATE deliveries_current SET claim_pid = NULL, claimed_until = now() "
+                  "- interval '1 second'")
+    rb = _rec("e1", "u1@x.org", "sending", "2026-11-22T08:00:30Z")
+    assert b.journal.claim([rb]) == [rb]
+    a.journal.append([_rec("e1", "u1@x.org", "failed", "2026-11-22T08:05:00Z")])  # a, late
+    assert pg.journal.state("daily", "e1", "u1@x.org")["state"] == "sending"  # b's, intact
+    assert a.journal.renew([r]) == [] and b.journal.renew([rb]) == [rb]
+    # nor does a record from a sender that holds no claim on it
+    c.journal.append([_rec("e1", "u1@x.org", "failed", "2026-11-22T08:06:00Z")])
+    assert pg.journal.state("daily", "e1", "u1@x.org")["state"] == "sending"
+    b.journal.append([_rec("e1", "u1@x.org", "sent", "2026-11-22T08:01:00Z", stories=["s1"])])
+    assert pg.journal.state("daily", "e1", "u1@x.org")["state"] == "sent"
+    a.journal.append([_rec("e1", "u1@x.org", "failed", "2026-11-22T08:07:00Z")])
+    assert pg.journal.state("daily", "e1", "u1@x.org")["state"] == "sent"  # final stays
+    assert [x["state"] for x in pg.journal.records()] == [
+        "sending", "sending", "failed", "failed", "sent", "failed"]  # history has them all
+    # with no live claim in the way, an unclaimed record applies as before (bounces)
+    c.journal.append([_rec("e1", "u1@x.org", "bounced", "2026-11-22T09:00:00Z")])
+    assert pg.journal.state("daily", "e1", "u1@x.org")["state"] == "bounced"
+    for s in (a, b, c):
+        s.close()
+    admin.close()
+
+
+def test_renew_raises_once_the_senders_session_is_gone(pg, pg_url) -> None:
+    """Finding 3c: a sender whose session dropped cannot prove its claims: renew raises,
+    and another sender has the rows at once."""
+    other = open_store(pg_url)
+    admin = _admin(pg_url)
+    recs = [_rec("e1", f"u{i}@x.org", "sending") for i in range(3)]
+    assert pg.journal.claim(recs) == recs
+    assert pg.journal.renew(recs) == recs
+    pid = _pid(pg)
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _wait_gone(admin, pid)
+    with pytest.raises(StoreError, match="cannot confirm"):
+        pg.journal.renew(recs)
+    assert other.journal.claim(recs) == recs
+    other.close()
+    admin.close()
+
+
+def test_claims_see_sessions_that_ended_within_the_transaction(pg, pg_url) -> None:
+    """Finding 8: pg_stat_activity is a snapshot taken at its first use in a transaction;
+    a claim clears it, so a sender that died since is seen dead."""
+    holder = open_store(pg_url)
+    admin = _admin(pg_url)
+    r = _rec("e1", "u1@x.org", "sending")
+    assert holder.journal.claim([r]) == [r]
+    pid = _pid(holder)
+    conn = pg.journal._conn
+    with conn.transaction():
+        conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()  # snapshot taken
+        holder.close()
+        _wait_gone(admin, pid)
+        assert pg.journal.claim([r]) == [r]
+    admin.close()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_claim_alive(pg, pg_url) -> None:
+    """Finding 8: a claim names its session by pid and backend_start; a later session that
+    got the same pid does not hold the dead sender's rows."""
+    other = open_store(pg_url)
+    admin = _admin(pg_url)
+    r = _rec("e1", "u1@x.org", "sending")
+    assert other.journal.claim([r]) == [r]
+    live = _pid(pg)  # a live session, standing in for the one that reused the pid
+    admin.execute("UPDATE deliveries_current SET claim_pid = %s, "
+                  "claim_started = now() - interval '1 hour'", (live,))
+    assert pg.journal.claim([r]) == [r]
+    other.close()
+    admin.close()
 
 
 def test_concurrent_claimers_split_the_work_exactly_once(pg_url) -> None:

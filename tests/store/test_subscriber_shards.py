@@ -92,6 +92,35 @@ def test_expire_pending(store, writes):
     assert store.expire_pending(cutoff) == 0 and writes == []
 
 
+def test_expire_pending_restores_a_suppressed_status(store, writes):
+    """A re-subscribe nobody confirmed gets back the gone status it suppressed (the row is
+    kept); a plain pending row is dropped; a fresh one stays."""
+    rows = [Subscriber(email=f"{s}@example.com", created=T0, suppressed=s)
+            for s in ("unsubscribed", "complained", "bounced")]
+    rows += [Subscriber(email="plain@example.com", created=T0),
+             Subscriber(email="fresh@example.com", created=T0 + timedelta(days=8),
+                        suppressed="complained")]
+    store.upsert_subscribers(rows)
+    cutoff = T0 + timedelta(days=1)
+    n = store._subscribers.nshards
+    writes.clear()
+    assert store.expire_pending(cutoff, email="complained@example.com") == sum(
+        shard_of(s.email, n) == shard_of("complained@example.com", n) for s in rows[:4])
+    assert writes == [f"subscribers/{shard_of('complained@example.com', n):02x}.json"]
+    assert store.get_subscriber("complained@example.com").status == "complained"
+    store.expire_pending(cutoff)
+    again = Store(store.path)
+    for s in ("unsubscribed", "complained", "bounced"):
+        got = again.get_subscriber(f"{s}@example.com")
+        assert (got.status, got.suppressed, got.created) == (s, "", T0)
+    assert again.get_subscriber("plain@example.com") is None
+    fresh = again.get_subscriber("fresh@example.com")
+    assert (fresh.status, fresh.suppressed) == ("pending", "complained")
+    assert again.list_subscribers("active") == []
+    writes.clear()
+    assert again.expire_pending(cutoff) == 0 and writes == []
+
+
 def _legacy_store(root, rows: list[Subscriber]) -> None:
     """A schema-1 store as an older digest left it: every subscriber in subscribers.json."""
     s = Store(root)

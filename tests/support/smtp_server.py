@@ -21,7 +21,14 @@ Faults (each counts down across the whole server, not per connection):
     reject={addr}    answer `550 5.1.1` at RCPT for these recipients, always
     reject_reply=r   the reply `reject` gives (default "550 5.1.1 mailbox unavailable")
     rcpt_refuse=r    answer r (e.g. "554 5.7.1 Relay access denied") to every RCPT while set:
-                     a relay that refuses everyone; set srv.faults.rcpt_refuse = "" to fix it
+                     a relay that refuses everyone; set srv.faults.rcpt_refuse = "" to fix it.
+                     `{sender}` and `{rcpt}` in r (and in reject_reply) become the MAIL FROM
+                     and RCPT TO addresses (Postfix: "<{sender}>: Sender address rejected")
+    rcpt_refuse_after=n  accept n RCPTs before rcpt_refuse applies (a relay that starts
+                     refusing mid-run: a sending quota used up)
+    data_refuse=r    answer r to every DATA while set (message not kept); `{sender}`, `{rcpt}`
+                     and `{n}` (this DATA's number, from 1) are filled in
+    data_refuse_after=n  keep n messages before data_refuse applies
     drop_data=n      close the connection after receiving DATA, before keeping it, n times
     drop_after_data=n keep the message, then close without replying (the ambiguous case)
     data_delay=s      wait s seconds before answering each DATA (a slow server; not counted)
@@ -57,6 +64,13 @@ class Faults:
     reject_reply: str = "550 5.1.1 mailbox unavailable"
     rcpt_refuse: str = ""
     data_delay: float = 0.0  # seconds before answering DATA: a slow server (each message)
+    rcpt_refuse_after: int = 0  # RCPTs accepted before rcpt_refuse applies (counts down)
+    data_refuse: str = ""  # the reply to every DATA while set ({sender}, {rcpt}, {n})
+    data_refuse_after: int = 0  # messages kept before data_refuse applies (counts down)
+
+
+def _fill(reply: str, sender: str = "", rcpt: str = "", n: int = 0) -> str:
+    return reply.replace("{sender}", sender).replace("{rcpt}", rcpt).replace("{n}", str(n))
 
 
 @dataclass
@@ -116,10 +130,12 @@ class _Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
         f = self.srv.faults
         with self.srv.lock:
-            if f.rcpt_refuse:
-                return f.rcpt_refuse
+            if f.rcpt_refuse and f.rcpt_refuse_after > 0:
+                f.rcpt_refuse_after -= 1
+            elif f.rcpt_refuse:
+                return _fill(f.rcpt_refuse, envelope.mail_from or "", address)
             if address.lower() in {a.lower() for a in f.reject}:
-                return f.reject_reply
+                return _fill(f.reject_reply, envelope.mail_from or "", address)
             if f.rcpt_4xx > 0:
                 f.rcpt_4xx -= 1
                 return "451 4.3.0 try again later"
@@ -137,6 +153,11 @@ class _Handler:
                        session.host_name)
         with self.srv.lock:
             self.srv.attempts += 1
+            if f.data_refuse and f.data_refuse_after > 0:
+                f.data_refuse_after -= 1
+            elif f.data_refuse:
+                return _fill(f.data_refuse, envelope.mail_from or "",
+                             ",".join(envelope.rcpt_tos), self.srv.attempts)
             if f.data_4xx > 0:
                 f.data_4xx -= 1
                 return "451 4.3.0 try again later"
