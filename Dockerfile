@@ -20,9 +20,10 @@ RUN pip install --no-cache-dir . \
 USER digest
 WORKDIR /data
 # `digest init` writes /data/config.toml (inbox, store); listen on all interfaces inside the
-# container. Mount your own config.toml over /data/config.toml to replace it.
+# container: the one `host` line of the [web] table (the sed range ends at the next table, so
+# [smtp] host keeps its value). Mount your own config.toml over /data/config.toml to replace it.
 RUN digest init \
- && sed -i 's/^host = "127.0.0.1"$/host = "0.0.0.0"/' config.toml
+ && sed -i '/^\[web\]$/,/^\[/ s/^host = "127.0.0.1"$/host = "0.0.0.0"/' config.toml
 
 VOLUME ["/data/store", "/data/public", "/data/maildir", "/data/inbox"]
 EXPOSE 8000

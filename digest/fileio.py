@@ -134,3 +134,17 @@ def locked(path: Path, *, timeout: float | None = None, what: str = "this file",
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def held_by_another(path: Path) -> bool:
+    """Whether some process holds `locked(path)` now: asks the kernel with a shared,
+    non-blocking flock taken and released at once (never creates `path`). An OSError
+    opening or locking it propagates."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False

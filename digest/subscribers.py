@@ -292,8 +292,10 @@ def preferences_changed(sub: Subscriber | None, languages: list[str], tags: list
 
 
 def unsubscribed(sub: Subscriber | None) -> dict[str, Any] | None:
-    """An unsubscribe (link, one-click POST): the fields to change; None when already done."""
-    if sub is None or sub.status == "unsubscribed":
+    """An unsubscribe (link, one-click POST): the fields to change; None when nothing is
+    sent to the address already (any GONE status: a complained or bounced address keeps
+    its status, so a complaint is never undone and `reactivate --bounced` still finds it)."""
+    if sub is None or sub.status in GONE:
         return None
     return {"status": "unsubscribed"}
 

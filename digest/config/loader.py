@@ -14,7 +14,7 @@ from email.utils import parseaddr
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from digest.config.settings import (
     ARRAY_SECTIONS,
@@ -143,6 +143,11 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
             problem = _http_url_problem(p)
             if problem:
                 return v, problem
+        ascii_urls = [_ascii_url(p) for p in v]
+        for _url, problem in ascii_urls:
+            if problem:
+                return v, problem
+        v = [url for url, _ in ascii_urls]
         if len(set(v)) != len(v):
             return v, "lists a URL twice"
         return tuple(v), (s.check(v) if s.check else None)
@@ -176,8 +181,10 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
             problem = f"{v!r} is not an absolute http(s) URL"
         elif u.query or u.fragment:
             problem = f"{v!r} must not have a query or fragment"
-        elif not v.endswith("/"):
-            v += "/"  # feeds and pages are joined onto it: a missing slash would drop a path part
+        else:
+            v, problem = _ascii_url(v)
+            if not problem and not v.endswith("/"):
+                v += "/"  # feeds and pages are joined onto it: a missing slash would drop a path part
     elif s.kind == "pgurl" and v:
         problem = _pg_url_problem(v)
     elif s.kind == "env" and not _ENV_RE.fullmatch(v):
@@ -194,6 +201,34 @@ def _convert(s: Setting, v: Any) -> tuple[Any, str | None]:
     if problem is None and s.check is not None:
         problem = s.check(v)
     return v, problem
+
+
+# RFC 3986 reserved and unreserved characters, and '%' (an escape already there stays).
+_URL_KEEP = "/:@!$&'()*+,;=-._~%?"
+
+
+def _ascii_url(v: str) -> tuple[str, str | None]:
+    """`v` with an internationalised host in IDNA (`xn--…`) and any other non-ASCII
+    character percent-encoded as UTF-8, so it can go into an HTTP header (a Link header is
+    latin-1) and every feed the same way; (v, problem) when the host is no valid IDN."""
+    if v.isascii():
+        return v, None
+    u = urlsplit(v)
+    userinfo, _, hostport = u.netloc.rpartition("@")
+    host, port = hostport, ""
+    if not hostport.startswith("["):
+        host, colon, port = hostport.partition(":")
+        port = colon + port
+    try:
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        return v, f"{v[:80]!r}: {host!r} is not a valid internationalised host name ({e})"
+    netloc = (quote(userinfo, safe=_URL_KEEP) + "@" if userinfo else "") + ascii_host + port
+    out = urlunsplit((u.scheme, netloc, quote(u.path, safe=_URL_KEEP),
+                      quote(u.query, safe=_URL_KEEP), quote(u.fragment, safe=_URL_KEEP)))
+    if not out.isascii():
+        return v, f"{v[:80]!r} cannot be written in ASCII; write it percent-encoded"
+    return out, None
 
 
 def _http_url_problem(v: str) -> str | None:

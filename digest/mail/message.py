@@ -4,6 +4,7 @@ links its edition's public page (View online, `Archived-At`; digest.publish.edit
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -53,10 +54,17 @@ class Composer:
         body = self.body(job.sub.languages, job.stories, job.edition)
         mid = message_id(self.dcfg.name, job.edition, email, self.renderer.domain)
         unsub, prefs = self.links(email)
-        data = self.feedback_header + self.renderer.build_message(
-            body, email, mid, self.now, unsub, prefs, self.unsubscribe_mailto(email))
+        data = self.renderer.build_message(body, email, mid, self.now, unsub, prefs,
+                                           self.unsubscribe_mailto(email))
+        if self.feedback_header:
+            data = self.feedback_header + data
         if self.sign is not None:
             data = self.sign(data)
+        if body.html:  # encoded now: the cache keeps the encodings, not the text (memory)
+            key = (tuple(job.sub.languages), tuple(s.id for s in job.stories), job.edition)
+            if self.bodies.get(key) is body:
+                self.bodies[key] = dataclasses.replace(body, text="", html="",
+                                                       encoded=body.encoded)
         return data, mid, body
 
     def unsubscribe_mailto(self, email: str) -> str:

@@ -373,10 +373,10 @@ class RenderedBody:
     html_lang: str
     archived_at: str = ""  # the public copy (`view_url`): the Archived-At header (RFC 5064)
     # Per part: the base64 lines of its text up to the first per-subscriber marker, cut at
-    # a whole line (57 bytes → 76 chars), so each message encodes only the tail. Filled by
-    # the first build_message; the bytes equal encoding the whole part every time.
-    encoded: dict[str, tuple[bytes, bytes, str]] = field(default_factory=dict, compare=False,
-                                                          repr=False)
+    # a whole line (57 bytes → 76 chars), so each message encodes only the tail; and
+    # "prepared": the recipient-independent header pieces as bytes. Filled by the first
+    # build_message; the bytes equal building the whole message every time.
+    encoded: dict[str, tuple] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _boundary(key: str) -> str:
@@ -478,37 +478,40 @@ class Renderer:
                                                    for c in "\r\n<> "):
             raise InvalidAddress(f"refusing unsafe header value for {to[:80]!r}",
                                  "validate addresses with normalize_email first")
-        if self._date[0] != date:  # one run stamps every message with the same time
-            self._date = (date, format_datetime(date))
-        head = [
-            f"From: {self.from_header}",
-            f"To: {to}",
-            f"Subject: {body.subject}",
-            f"Date: {self._date[1]}",
-            f"Message-ID: {msg_id}",
-        ]
         url = body.archived_at
-        if url and url.isascii() and not any(c in url for c in "\r\n<> "):
-            head.append(f"Archived-At: <{url}>")  # RFC 5064: the web copy
+        archived = bool(url and url.isascii() and not any(c in url for c in "\r\n<> "))
+        key = (self.from_header, self.list_id, date)
+        pre = body.encoded.get("prepared")
+        if pre is None or pre[0] != key:  # recipient-independent pieces, once per body
+            if self._date[0] != date:  # one run stamps every message with the same time
+                self._date = (date, format_datetime(date))
+            b = body.boundary
+            lead = f"From: {self.from_header}\r\nTo: ".encode("ascii")
+            mid_part = f"\r\nSubject: {body.subject}\r\nDate: {self._date[1]}\r\nMessage-ID: " \
+                .encode("ascii")
+            after = f"\r\nArchived-At: <{url}>" if archived else ""  # RFC 5064: the web copy
+            mime = (f"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; "
+                    f'boundary="{b}"\r\n\r\nThis is a multi-part message in MIME format.\r\n')
+            listed = (f"{after}\r\nList-Id: {self.list_id}\r\nList-Unsubscribe: <").encode("ascii")
+            tail = ("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+                    "Precedence: bulk\r\nAuto-Submitted: auto-generated" + mime).encode("ascii")
+            pre = body.encoded["prepared"] = (key, lead, mid_part, listed, tail,
+                                              (after + mime).encode("ascii"),
+                                              f"--{b}--\r\n".encode("ascii"))
+        _, lead, mid_part, listed, tail, plain, end = pre
         if unsubscribe_url:
-            head += [
-                f"List-Id: {self.list_id}",
-                f"List-Unsubscribe: <{unsubscribe_url}>,\r\n"
-                f" <mailto:{mailto}>",
-                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-                "Precedence: bulk",
-                "Auto-Submitted: auto-generated",
-            ]
-        b = body.boundary
-        head += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{b}"']
+            head = [lead, to.encode("ascii"), mid_part, msg_id.encode("ascii"), listed,
+                    unsubscribe_url.encode("ascii"), b">,\r\n <mailto:", mailto.encode("ascii"),
+                    b">", tail]
+        else:
+            head = [lead, to.encode("ascii"), mid_part, msg_id.encode("ascii"), plain]
         # An address may hold `&` or `'` (dot-atom); the HTML part gets it escaped.
         return b"".join((
-            "\r\n".join(head).encode("ascii"),
-            b"\r\n\r\nThis is a multi-part message in MIME format.\r\n",
-            _part(body, "text/plain", body.text, (unsubscribe_url, preferences_url, to)),
-            _part(body, "text/html", body.html,
-                  (unsubscribe_url, preferences_url, html_lib.escape(to))),
-            f"--{b}--\r\n".encode("ascii"),
+            *head,
+            *_part(body, "text/plain", body.text, (unsubscribe_url, preferences_url, to)),
+            *_part(body, "text/html", body.html,
+                   (unsubscribe_url, preferences_url, html_lib.escape(to))),
+            end,
         ))
 
 
@@ -527,17 +530,24 @@ def _b64_lines(data: bytes) -> bytes:
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
 
 
-def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str, str]) -> bytes:
-    """One base64 MIME part with the subscriber's links and address spliced in."""
+def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str, str]
+          ) -> tuple[bytes, bytes, bytes]:
+    """One base64 MIME part with the subscriber's links and address spliced in, as pieces
+    to join: the cached head (boundary, part headers, shared lines), the encoded tail, the
+    line end."""
     cached = body.encoded.get(ctype)
     if cached is None:
         marks = [i for i in (content.find(m) for m in _MARKS) if i >= 0]
         first = min(marks, default=len(content))
         head = content[:first].encode("utf-8")
         cut = len(head) // _LINE * _LINE
-        cached = body.encoded[ctype] = (_b64_lines(head[:cut]), head[cut:], content[first:])
-    shared, carry, tail = cached
-    tail = personalize(tail, *links)
-    lines = b"\r\n".join([x for x in (shared, _b64_lines(carry + tail.encode("utf-8"))) if x])
-    return (f"--{body.boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
-            f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii") + lines + b"\r\n"
+        prefix = (f"--{body.boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
+                  f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii")
+        shared = _b64_lines(head[:cut])
+        cached = body.encoded[ctype] = (prefix + shared + b"\r\n" if shared else prefix,
+                                        head[cut:], content[first:], bool(shared))
+    start, carry, tail, shared_lines = cached
+    rest = _b64_lines(carry + personalize(tail, *links).encode("utf-8"))
+    if rest:
+        return start, rest, b"\r\n"
+    return start, b"", b"" if shared_lines else b"\r\n"

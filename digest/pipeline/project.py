@@ -14,7 +14,7 @@ from pathlib import Path
 
 from digest.config import Config, default_config_text, load_config
 from digest.errors import DigestError, StoreError
-from digest.fileio import locked
+from digest.fileio import held_by_another, locked
 from digest.store import open_store
 
 INBOX = "inbox"  # the directory `digest init` creates and names in [ingest] paths
@@ -151,14 +151,20 @@ def daemon_lock(config: Config) -> Iterator[None]:
     open_store(config.store).close()  # creates the store directory (run may)
     path = Path(config.store.path) / DAEMON_LOCK
     try:
-        held = locked(path, timeout=0, what="store", error=StoreError)
+        # A moment's wait: `digest status` may be asking the lock (a shared flock) now.
+        held = locked(path, timeout=1.0, what="store", error=StoreError)
         held.__enter__()
     except StoreError as e:
+        # The pid file may be stale (a killed daemon's, not yet rewritten by the holder),
+        # and a stale pid may name an unrelated process now: never suggest killing it.
         pid = _read_pid(path)
+        if pid is not None and not _alive(pid):
+            pid = None
         who = f"process {pid}" if pid else "another process"
         raise StoreError(
             f"another digest daemon ({who}) is running on the store {config.store.path}",
-            f"stop it first (kill {pid})" if pid else "stop the other `digest run` first") from e
+            f"stop that `digest run` first (its pid file says {pid}; check with `ps -p {pid}`)"
+            if pid else "stop the other `digest run` first") from e
     try:
         with contextlib.suppress(OSError):
             path.write_text(f"{os.getpid()}\n", encoding="ascii")
@@ -176,11 +182,33 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def store_locked_by(config: Config) -> int | None:
-    """The pid in the daemon lock file, when a daemon holds it (for `digest status`)."""
+    """The pid of the daemon holding the daemon lock, None when none does (for `digest
+    status`). The lock is asked, not the pid file: a SIGKILLed daemon leaves its pid there,
+    and the kernel may have given that pid to another process since."""
     if config.store.url:
         return None
-    return _read_pid(Path(config.store.path) / DAEMON_LOCK)
+    path = Path(config.store.path) / DAEMON_LOCK
+    if not path.is_file():
+        return None
+    pid = _read_pid(path)
+    try:
+        held = held_by_another(path)
+    except OSError:  # cannot ask the lock: believe a pid that names a live process
+        return pid if pid is not None and _alive(pid) else None
+    # Held: a daemon runs (its pid is None in the instant before it writes it). Free: no
+    # daemon runs, and the pid is a killed one's.
+    return pid if held else None
 
 
 __all__ = ["DAEMON_LOCK", "INBOX", "InitReport", "daemon_lock", "init_project", "require_store",

@@ -49,6 +49,7 @@ FLUSH_SECONDS = 0.05  # group-commit window for outcome records
 # only once `journal.renew` confirmed this sender still holds its claims: a sender whose
 # database session dropped stops within one part instead of mailing rows another sender took.
 RENEW_EVERY = 25
+PLAN_CACHE = 4096  # distinct (sent stories, tags, languages) plans kept while planning
 
 
 def open_mail(config: Config) -> Transport:
@@ -179,6 +180,9 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: dat
     edition_of = Editions(dcfg.cron, now, timedelta(hours=config.schedule.grace_hours), due_only)
     max_age = timedelta(hours=dcfg.max_age_hours)
     journal = store.journal
+    # Readers with the same tags, languages and sent stories get the same plan: computed once
+    # per combination (bounded; most runs have a few hundred), not once per subscriber.
+    plans: dict[tuple, list[Story]] = {}
     report.active = 0
     for sub in _active(store) if subs is None else subs:
         report.active += 1
@@ -216,8 +220,14 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: dat
         # Per digest: a reader of the daily and the weekly gets the week's best in the
         # weekly, not only what the daily left out.
         sent = journal.sent_story_ids(sub.email, dcfg.name)
-        stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys,
-                               now=now, max_age=max_age, languages=sub.languages)
+        key = (sent, tuple(sub.tags or ()), tuple(sub.languages or ()))
+        stories = plans.get(key)
+        if stories is None:
+            if len(plans) >= PLAN_CACHE:
+                plans.clear()
+            stories = plans[key] = plan_stories(
+                ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys, now=now,
+                max_age=max_age, languages=sub.languages)
         if not stories:
             why = why_nothing(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
                               config.tags)
@@ -226,7 +236,7 @@ def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: dat
             report.nothing_new.append(sub.email)
             report.why[sub.email] = why
             continue
-        yield Job(sub, edition, stories)
+        yield Job(sub, edition, list(stories))  # the cached plan stays unshared
 
 
 # --- editions on the web: what each mail's View online / Archived-At URL shows ----------------

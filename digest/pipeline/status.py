@@ -4,7 +4,6 @@ meta (`last_ingest`, `last_publish`, `last_send`) for them to show."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,16 +149,7 @@ def _store_exists(config: Config) -> bool:
 
 
 def _daemon_pid(config: Config) -> int | None:
-    pid = store_locked_by(config)
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None  # a killed daemon's stale pid
-    except PermissionError:
-        pass  # another user's live process
-    return pid
+    return store_locked_by(config)  # asks the daemon lock, not just the pid file
 
 
 def status(config: Config, now: datetime | None = None, *, full: bool = False) -> StatusReport:
@@ -269,8 +259,7 @@ def health(config: Config, now: datetime | None = None) -> dict[str, Any]:
 
         raise StoreError(f"no store at {config.store.path}", "run `digest ingest` first")
     store = open_store(config.store)
-    try:
-        store.story_count()
+    try:  # meta only: no index read (the web caches this answer for a few seconds too)
         publish = store.meta_get(LAST_PUBLISH)
         sends = store.meta_get(LAST_SEND) or {}
     finally:

@@ -10,6 +10,12 @@ bounded (`MAX_PENDING`, oldest dropped with a warning). Nothing here raises for 
 sake: the publish has already succeeded when pings start. Network I/O is stdlib urllib
 with a short timeout, one thread per hub, and a hub that fails to answer at all is not
 tried again in the same run (its remaining pings wait, untried).
+
+Every wait is bounded by the clock, not by socket reads: each POST (DNS included) runs on a
+daemon thread given `TIMEOUT` seconds in all, so a hub that trickles its answer a byte at a
+time is abandoned as "no answer"; and the whole run waits at most `HUB_BUDGET + TIMEOUT`
+(`RUN_DEADLINE`) for its hub threads, abandoning stragglers (daemon threads: they never
+hold up the publish or the daemon's exit). Whatever had no answer by then stays queued.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -36,8 +41,9 @@ PENDING = "websub_pending"  # store meta key: a list of entries, oldest first
 MAX_PENDING = 10_000
 GIVE_UP_AFTER = timedelta(hours=24)
 MAX_ATTEMPTS = 100
-TIMEOUT = 5.0  # seconds per POST
+TIMEOUT = 5.0  # seconds per POST, in all (connect, DNS, send, the whole answer)
 HUB_BUDGET = 30.0  # seconds of pinging per hub and run; the rest waits for the next run
+MAX_HUB_THREADS = 8  # hubs pinged at once
 
 Post = Callable[[str, str], "Outcome"]  # (hub, topic url) -> outcome
 
@@ -163,24 +169,46 @@ def post_publish(hub: str, url: str) -> Outcome:
     return Outcome(False, f"HTTP {code}", hub_down=code >= 500 or code == 429)
 
 
-def _ping_one_hub(post: Post, hub: str, entries: list[dict]) -> list[tuple[dict, Outcome]]:
-    results = []
+def _bounded_post(post: Post, hub: str, url: str, limit: float) -> Outcome:
+    """`post(hub, url)` on a daemon thread, waited for at most `limit` seconds: a socket
+    timeout bounds each read, not the POST, and not the DNS lookup."""
+    box: list[Outcome] = []
+
+    def call() -> None:
+        try:
+            box.append(post(hub, url))
+        except Exception as e:  # a post function that raises is a hub without an answer
+            box.append(Outcome(False, f"no answer ({type(e).__name__}: {e})", hub_down=True))
+
+    t = threading.Thread(target=call, name="websub-post", daemon=True)
+    t.start()
+    t.join(max(limit, 0.0))
+    if box:
+        return box[0]
+    return Outcome(False, f"no answer (timed out after {limit:.0f} s)", hub_down=True)
+
+
+def _ping_one_hub(post: Post, hub: str, entries: list[dict],
+                  record: Callable[[dict, Outcome], bool]) -> None:
+    """Ping `hub` for each entry until its budget is spent or it stops answering; each
+    outcome goes to `record`, which says False once the run stopped waiting."""
     deadline = time.monotonic() + HUB_BUDGET
     for e in entries:
         if time.monotonic() > deadline:
             break
-        outcome = post(hub, e["url"])
-        results.append((e, outcome))
+        outcome = _bounded_post(post, hub, e["url"], TIMEOUT)
+        if not record(e, outcome):
+            break
         if outcome.hub_down:
             break  # the others wait for the next run instead of each waiting out a timeout
-    return results
 
 
 def ping_hubs(config: Config, store, changed_feed_urls: Sequence[str], now: datetime,
               *, post: Post = post_publish) -> WebSubReport:
     """Queue one ping per configured hub and URL in `changed_feed_urls`, then send every
     queued ping (this run's and those left by earlier runs). `now` is wall-clock time: it
-    dates new entries and decides when old ones are given up."""
+    dates new entries and decides when old ones are given up. Returns within about
+    `HUB_BUDGET + TIMEOUT` seconds whatever the hubs do."""
     hubs = tuple(config.websub.hubs)
     report = WebSubReport(hubs=len(hubs))
     if not hubs and not store.meta_get(PENDING):
@@ -191,19 +219,51 @@ def ping_hubs(config: Config, store, changed_feed_urls: Sequence[str], now: date
     by_hub: dict[str, list[dict]] = {}
     for e in queue:
         by_hub.setdefault(e["hub"], []).append(e)
-    lock = threading.Lock()
-    results: list[tuple[dict, Outcome]] = []
-
-    def run(hub: str) -> None:
-        got = _ping_one_hub(post, hub, by_hub[hub])
-        with lock:
-            results.extend(got)
-
-    with ThreadPoolExecutor(max_workers=min(len(by_hub), 8), thread_name_prefix="websub") as pool:
-        for f in [pool.submit(run, hub) for hub in by_hub]:
-            f.result()
+    results = _ping_all(post, by_hub)
     _settle(store, results, now, report)
     return report
+
+
+def _ping_all(post: Post, by_hub: dict[str, list[dict]]) -> list[tuple[dict, Outcome]]:
+    """Ping every hub (at most MAX_HUB_THREADS at once, each on a daemon thread) and wait at
+    most HUB_BUDGET + TIMEOUT in all; the outcomes known by then. A hub thread still running
+    is abandoned: what it reports later is ignored, and its untried pings stay queued."""
+    lock = threading.Lock()
+    results: list[tuple[dict, Outcome]] = []
+    closed = False
+    todo = list(by_hub)
+    slots = threading.Semaphore(MAX_HUB_THREADS)
+
+    def record(e: dict, outcome: Outcome) -> bool:
+        with lock:
+            if closed:
+                return False
+            results.append((e, outcome))
+            return True
+
+    def run(hub: str) -> None:
+        try:
+            _ping_one_hub(post, hub, by_hub[hub], record)
+        finally:
+            slots.release()
+
+    deadline = time.monotonic() + HUB_BUDGET + TIMEOUT
+    threads = []
+    for hub in todo:
+        if not slots.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            break  # out of time: the remaining hubs wait for the next run
+        t = threading.Thread(target=run, args=(hub,), name="websub", daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0.0))
+    with lock:
+        closed = True
+        done = list(results)
+    if any(t.is_alive() for t in threads):
+        log.warning("websub: stopped waiting for hub(s) after %.0f s; their pings stay queued",
+                    HUB_BUDGET + TIMEOUT)
+    return done
 
 
 def _settle(store, results: list[tuple[dict, Outcome]], now: datetime,

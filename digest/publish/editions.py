@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import date as Date
 from datetime import datetime, timedelta
 
+from digest.i18n import HTML_LANG
 from digest.mail.render import localized_title, long_date, reader_languages, story_view
 from digest.models import Story, iso, parse_iso
 from digest.publish.feeds import FORMATS, Feed, FeedItem, FeedSpec, feed_files, join_url
@@ -178,7 +179,7 @@ class Renderer:
                             date_text=self.when(rec), record=rec, stories=self.views(rec),
                             page_url=self.base + edition_path(rec.digest, rec.edition, rec.langs),
                             feeds=[spec], root="../../../",
-                            page_lang="zh" if rec.langs == "zh" else "en").encode()
+                            page_lang=HTML_LANG["zh"] if rec.langs == "zh" else "en").encode()
 
     def archive(self, info: DigestInfo, records: Sequence[EditionRecord],
                 specs: Sequence[FeedSpec]) -> bytes:

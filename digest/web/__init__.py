@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digest.config import Config
@@ -35,7 +36,7 @@ from digest.web.guards import (
     csrf_token,
     csrf_valid,
 )
-from digest.web.metrics import CountResponses, healthz, metrics_page
+from digest.web.metrics import PEER, CountResponses, healthz, metrics_page
 from digest.web.pages import (
     HEADER_TIMEOUT,
     MAX_CONNECTIONS,
@@ -188,6 +189,20 @@ class _GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
 
+class _RecordPeer:
+    """Keep the TCP peer's address in `scope[PEER]` before X-Forwarded-For (from a
+    `[web] trusted_proxies` peer) replaces `scope["client"]`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            scope[PEER] = client[0] if client else ""
+        await self.app(scope, receive, send)
+
+
 def _uvicorn_config(config: Config, application: Starlette, state: WebState | None = None,
                     **kw: Any) -> uvicorn.Config:
     state = state or application.state.web
@@ -196,7 +211,10 @@ def _uvicorn_config(config: Config, application: Starlette, state: WebState | No
     # Our log setup (digest.logs) formats uvicorn's lines like ours: no log_config of its
     # own; its access log only with [web] access_log (uvicorn turns propagation off for none).
     logging.getLogger("uvicorn.access").propagate = config.web.access_log
-    return uvicorn.Config(application, host=config.web.host, port=config.web.port, lifespan="off",
+    trusted = list(config.web.trusted_proxies)
+    wrapped = _RecordPeer(ProxyHeadersMiddleware(application, trusted_hosts=trusted)
+                          if trusted else application)
+    return uvicorn.Config(wrapped, host=config.web.host, port=config.web.port, lifespan="off",
                           log_level="info", server_header=False, http=protocol, log_config=None,
                           access_log=config.web.access_log,
                           # Requests in flight at once; past it uvicorn answers 503 at once.
@@ -205,9 +223,10 @@ def _uvicorn_config(config: Config, application: Starlette, state: WebState | No
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                           # X-Forwarded-For only from the proxies config names: uvicorn's
                           # default trusts 127.0.0.1, so any local client could choose the
-                          # address its rate limit is counted under.
-                          proxy_headers=bool(config.web.trusted_proxies),
-                          forwarded_allow_ips=list(config.web.trusted_proxies), **kw)
+                          # address its rate limit is counted under. We apply uvicorn's
+                          # middleware ourselves (inside _RecordPeer), so /metrics can tell
+                          # the TCP peer from the address a proxy forwarded.
+                          proxy_headers=False, **kw)
 
 
 def bind(config: Config) -> socket.socket:

@@ -45,9 +45,20 @@ def websub_link(ctype: str, base_url: str, hubs: Iterable[str], url_path: str) -
     if not ctype.startswith(WEBSUB_TYPES):
         return None
     rel = "/".join(quote(p) for p in url_path.split("/") if p)
-    links = [f'<{hub}>; rel="hub"' for hub in hubs]
-    links.append(f'<{base_url.rstrip("/")}/{rel}>; rel="self"')
+    links = [f'<{_header_url(hub)}>; rel="hub"' for hub in hubs]
+    links.append(f'<{_header_url(base_url.rstrip("/"))}/{rel}>; rel="self"')
     return ", ".join(links)
+
+
+# RFC 3986 reserved and unreserved characters, and '%' (an escape already there stays).
+_URL_KEEP = "/:@!$&'()*+,;=-._~%?#[]"
+
+
+def _header_url(url: str) -> str:
+    """`url` as header-safe ASCII: config normalises URLs at load (IDNA host, percent-
+    encoded path), so this only guards against one that reached us otherwise; a header
+    Starlette cannot encode as latin-1 would turn every feed response into a 500."""
+    return url if url.isascii() and "<" not in url and ">" not in url else quote(url, safe=_URL_KEEP)
 
 
 def media_type(name: str, head: bytes) -> str:

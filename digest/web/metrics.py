@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -87,16 +88,56 @@ class CountResponses:
         await self.app(scope, receive, counted)
 
 
-def _allowed(request: Request) -> bool:
-    config = request.app.state.web.config
-    host = request.client.host if request.client else ""
+PEER = "digest.peer"  # ASGI scope key: the TCP peer, before a trusted proxy's X-Forwarded-For
+FORWARDING = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an address, an IPv4-mapped IPv6 one (`::ffff:127.0.0.1`) as its IPv4."""
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _within(addr, networks) -> bool:
+    return any(addr in net for net in networks if net.version == addr.version)
+
+
+def _networks(values) -> list:
+    out = []
+    for n in values:
+        net = ipaddress.ip_network(n, strict=False)
+        out.append(net)
+        if net.version == 6 and net.network_address.ipv4_mapped is not None and net.prefixlen >= 96:
+            out.append(ipaddress.ip_network(
+                f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}", strict=False))
+    return out
+
+
+def _allowed(request: Request) -> bool:
+    """Loopback or `[web] metrics_allow` — but never a request a proxy forwarded unless the
+    proxy is one of `[web] trusted_proxies` (then the client it names is judged), and never
+    loopback meaning a trusted proxy itself: behind a reverse proxy on the same host every
+    request would otherwise come from 127.0.0.1."""
+    config = request.app.state.web.config
+    client = request.client.host if request.client else ""
+    addr = _address(client)
+    if addr is None:
         return False
-    nets = list(LOOPBACK) + [ipaddress.ip_network(n, strict=False)
-                             for n in config.web.metrics_allow]
-    return any(addr in net for net in nets if net.version == addr.version)
+    peer = _address(request.scope.get(PEER, client))
+    trusted = _networks(config.web.trusted_proxies)
+    via_trusted = peer is not None and _within(peer, trusted)
+    names = {name for name, _ in request.scope.get("headers", ())}
+    consumed = via_trusted and b"x-forwarded-for" in names
+    if names.intersection(FORWARDING) and not consumed:
+        return False  # forwarded by a proxy we do not trust: the peer is not the client
+    if _within(addr, _networks(config.web.metrics_allow)):
+        return True
+    return _within(addr, LOOPBACK) and not _within(addr, trusted) and not via_trusted
 
 
 async def metrics_page(request: Request) -> Response:
@@ -109,18 +150,57 @@ async def metrics_page(request: Request) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-async def healthz(request: Request) -> Response:
-    """GET /healthz: 200 and JSON when the store can be read (with the age of the last
-    publish and send), 503 and the reason when it cannot."""
+HEALTH_TTL = 5.0  # seconds one /healthz answer is reused: probes cost one store read per TTL
+
+
+class _HealthCache:
+    """The last /healthz answer of one app, reused for HEALTH_TTL seconds; concurrent
+    requests after it expires wait for one store read instead of each making one (the
+    store is read on the default executor, which the scheduler uses too)."""
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.answer: tuple[int, dict[str, Any]] | None = None
+        self.lock: asyncio.Lock | None = None
+
+    def fresh(self) -> tuple[int, dict[str, Any]] | None:
+        if self.answer is not None and time.monotonic() - self.at < HEALTH_TTL:
+            return self.answer
+        return None
+
+    async def get(self, config: Any) -> tuple[int, dict[str, Any]]:
+        answer = self.fresh()
+        if answer is not None:
+            return answer
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            answer = self.fresh()
+            if answer is None:
+                answer = await _health_answer(config)
+                self.answer, self.at = answer, time.monotonic()
+        return answer
+
+
+async def _health_answer(config: Any) -> tuple[int, dict[str, Any]]:
     from digest.errors import DigestError
     from digest.pipeline import health
 
-    config = request.app.state.web.config
     try:
-        body = await asyncio.to_thread(health, config)
+        return 200, await asyncio.to_thread(health, config)
     except (DigestError, OSError) as e:
         log.warning("healthz: store not readable: %s", getattr(e, "message", e))
         # The reason goes to the log only: it names paths an outsider need not see.
-        return JSONResponse({"store": "unreachable"}, status_code=503,
-                            headers={"Cache-Control": "no-store"})
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return 503, {"store": "unreachable"}
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: 200 and JSON when the store can be read (with the age of the last
+    publish and send), 503 and the reason when it cannot; the answer is reused for
+    HEALTH_TTL seconds."""
+    state = request.app.state
+    cache = getattr(state, "health_cache", None)
+    if cache is None:
+        cache = state.health_cache = _HealthCache()
+    code, body = await cache.get(state.web.config)
+    return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})

@@ -252,7 +252,7 @@ async def preferences(request: Request) -> Response:
                                             values["languages"], values["tags"], values["timezone"],
                                             values.get("digests"))
     sub = await run_in_threadpool(st.subscriptions.get, email)
-    if sub is None or sub.status in ("unsubscribed", "bounced"):
+    if sub is None or sub.status in subscribers.GONE:
         return render(request, "message.html", kind="gone", heading="notsub.title",
                       message="notsub.message", hint="gone.hint",
                       langs=sub.languages if sub is not None else None)

@@ -147,3 +147,13 @@ def test_control_characters_in_paths_are_config_errors(tmp_path: Path, key: str,
         parse_config(text, tmp_path / "config.toml")
     assert f"config.toml:{line}: [" in e.value.message and f"].{key}: " in e.value.message
     assert "control character" in e.value.message
+
+
+def test_non_ascii_urls_are_written_in_ascii_or_refused_at_their_key(tmp_path: Path) -> None:
+    old = 'base_url = "http://127.0.0.1:8000/"'
+    text, _ = _edit(old, 'base_url = "https://例え.jp/新闻"')
+    cfg = parse_config(text, tmp_path / "config.toml")
+    assert cfg.site.base_url == "https://xn--r8jz45g.jp/%E6%96%B0%E9%97%BB/"
+    bad, line = _edit(old, 'base_url = "https://' + "例" * 70 + '.jp/"')
+    err = _config_error(tmp_path, bad)
+    assert f":{line}: [site].base_url: " in err.message and "internationalised" in err.message

@@ -70,3 +70,22 @@ def test_dockerfile_runs_as_non_root_with_volumes_and_a_healthcheck() -> None:
         assert vol in text.split("VOLUME", 1)[1].splitlines()[0]
     ops = (REPO / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
     assert "docker build" in ops and "docker run" in ops
+
+
+def test_dockerfile_sed_sets_only_the_web_host(tmp_path: Path) -> None:
+    """The image's config listens on 0.0.0.0 for the web server; [smtp] host (also
+    "127.0.0.1" in the default config) must keep its value."""
+    from digest.config import default_config_text, load_config
+
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    seds = re.findall(r"sed -i ('[^']*') config\.toml", text)
+    assert len(seds) == 1, seds
+    config = tmp_path / "config.toml"
+    config.write_text(default_config_text(), encoding="utf-8")
+    subprocess.run(["sh", "-c", f"sed -i {seds[0]} config.toml"], cwd=tmp_path, check=True)
+    before = default_config_text().splitlines()
+    after = config.read_text(encoding="utf-8").splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert changed == [('host = "127.0.0.1"', 'host = "0.0.0.0"')], changed
+    loaded = load_config(config)
+    assert loaded.web.host == "0.0.0.0" and loaded.smtp.host == "127.0.0.1"

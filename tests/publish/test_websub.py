@@ -260,3 +260,69 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # urllib honours *_proxy variables; the hubs here are on loopback.
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     yield
+
+
+class TricklingHub:
+    """A hub on 127.0.0.1 that reads the ping, then answers one byte every `gap` seconds:
+    each socket read succeeds well within urllib's timeout, the answer takes `total` s."""
+
+    def __init__(self, gap: float = 0.25, total: float = 15.0) -> None:
+        import socket
+
+        self.gap, self.total = gap, total
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hub"
+        self.stop = threading.Event()
+        self.connections = 0
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:
+        answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Pad: " \
+            + b"x" * int(self.total / self.gap) + b"\r\n\r\n"
+        with conn:
+            try:
+                conn.recv(65536)
+                for i in range(len(answer)):
+                    if self.stop.wait(self.gap):
+                        return
+                    conn.sendall(answer[i:i + 1])
+            except OSError:
+                return
+
+    def __enter__(self) -> TricklingHub:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_trickling_hub_cannot_hold_up_publish(tmp_path: Path, monkeypatch) -> None:
+    import time
+
+    monkeypatch.setattr(websub, "TIMEOUT", 1.0)
+    monkeypatch.setattr(websub, "HUB_BUDGET", 2.0)
+    with TricklingHub() as slow:
+        cfg = _with_hubs(tmp_path, slow.url)
+        store_with(cfg, seed_stories())
+        start = time.monotonic()
+        report = publish(cfg, now=NOW)
+        elapsed = time.monotonic() - start
+    assert elapsed < websub.HUB_BUDGET + websub.TIMEOUT + 2.0, elapsed
+    feeds = sorted(cfg.site.base_url + rel for rel in report.feeds)
+    assert slow.connections == 1  # one ping, abandoned; the hub is left alone this run
+    assert report.websub.sent == [] and report.websub.pending == len(feeds)
+    assert "no answer" in report.websub.failed[0][2]
+    queued = store_with(cfg, []).meta_get(websub.PENDING)
+    assert sorted(e["url"] for e in queued) == feeds

@@ -110,3 +110,15 @@ def test_headers_over_16kb_in_one_read_are_refused(tmp_path) -> None:
         assert _raw(config.web.port, 10_000).startswith(b"HTTP/1.1 200")
         assert _raw(config.web.port, 40_000).startswith(b"HTTP/1.1 431")
         assert _raw(config.web.port, 17_000).startswith(b"HTTP/1.1 431")
+
+
+def test_metrics_through_a_trusted_local_proxy_judge_the_forwarded_client(
+        tmp_path, monkeypatch, sink) -> None:
+    set_secret(monkeypatch)
+    config, _ = _serve(tmp_path, sink, trusted=("127.0.0.1",))
+    config = dataclasses.replace(config, web=dataclasses.replace(
+        config.web, metrics=True, metrics_allow=("203.0.113.0/24",)))
+    with running(config) as server, httpx.Client(base_url=server.url, timeout=20) as c:
+        assert c.get("/metrics").status_code == 404  # the proxy itself is not "loopback"
+        assert c.get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 404
+        assert c.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200

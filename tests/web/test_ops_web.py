@@ -80,3 +80,69 @@ def test_json_log_format_is_one_object_per_line_for_uvicorn_too() -> None:
     assert [(x["logger"], x["message"]) for x in lines] == [
         ("digest.run", "hello there"), ("uvicorn.error", "Started server process")]
     assert all(x["level"] == "INFO" and x["time"].endswith("Z") for x in lines)
+
+
+def _get_with(config, path: str, host: str, headers: dict[str, str],
+              peer: str | None = None) -> int:
+    """GET `path` as a client at `host` carrying `headers`; `peer`, when given, is the TCP
+    peer that uvicorn saw before a trusted proxy's X-Forwarded-For replaced the client."""
+    inner = app(config)
+
+    async def with_peer(scope, receive, send) -> None:
+        if peer is not None:
+            scope["digest.peer"] = peer
+        await inner(scope, receive, send)
+
+    async def main() -> int:
+        transport = httpx.ASGITransport(app=with_peer, client=(host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+            return (await c.get(path, headers=headers)).status_code
+
+    return asyncio.run(main())
+
+
+def test_metrics_refuse_what_a_local_reverse_proxy_forwards(config) -> None:
+    cfg = _web(config, metrics=True)
+    assert _get_with(cfg, "/metrics", "127.0.0.1", {}) == 200
+    # A proxy on the same host, not in trusted_proxies: every request comes from loopback.
+    for name, value in (("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9"),
+                        ("X-Real-IP", "203.0.113.9")):
+        assert _get_with(cfg, "/metrics", "127.0.0.1", {name: value}) == 404, name
+        assert _get_with(cfg, "/metrics", "::ffff:127.0.0.1", {name: value}) == 404, name
+    # The proxy is trusted: loopback is the proxy itself, not a local client.
+    proxied = _web(cfg, trusted_proxies=("127.0.0.1",))
+    assert _get_with(proxied, "/metrics", "127.0.0.1", {}) == 404
+    assert _get_with(proxied, "/metrics", "127.0.0.1", {"X-Real-IP": "127.0.0.1"}) == 404
+    # ... and the client it forwarded is judged: outside metrics_allow, 404; inside, 200.
+    xff = {"X-Forwarded-For": "203.0.113.9"}
+    assert _get_with(proxied, "/metrics", "203.0.113.9", xff, peer="127.0.0.1") == 404
+    allowed = _web(proxied, metrics_allow=("203.0.113.0/24",))
+    assert _get_with(allowed, "/metrics", "203.0.113.9", xff, peer="127.0.0.1") == 200
+    # X-Forwarded-For from an untrusted peer was not consumed: refused even if allow-listed.
+    assert _get_with(allowed, "/metrics", "203.0.113.9", xff, peer="203.0.113.9") == 404
+
+
+def test_metrics_allow_matches_ipv4_mapped_ipv6_peers(config) -> None:
+    cfg = _web(config, metrics=True)
+    assert _get_with(cfg, "/metrics", "::ffff:127.0.0.1", {}) == 200
+    assert _get_with(cfg, "/metrics", "::ffff:203.0.113.9", {}) == 404
+    allowed = _web(cfg, metrics_allow=("203.0.113.0/24",))
+    assert _get_with(allowed, "/metrics", "::ffff:203.0.113.9", {}) == 200
+
+
+def test_healthz_is_cached_and_reads_no_story_index(config, monkeypatch) -> None:
+    import digest.pipeline
+    from digest.store.embedded import Store
+
+    publish(config)
+
+    def no_index(self) -> int:
+        raise AssertionError("healthz read the story index")
+
+    monkeypatch.setattr(Store, "story_count", no_index)
+    calls = []
+    real = digest.pipeline.health
+    monkeypatch.setattr(digest.pipeline, "health", lambda c: calls.append(1) or real(c))
+    rs = _get(config, "/healthz", "/healthz", "/healthz")
+    assert [r.status_code for r in rs] == [200, 200, 200]
+    assert rs[0].json() == rs[2].json() and len(calls) == 1  # one store read per HEALTH_TTL

@@ -312,3 +312,35 @@ def test_feeds_name_self_in_link_header_without_hubs(published):
     client, config = published
     r = client.get("/feeds/en/atom.xml")
     assert r.headers["link"] == f'<{config.site.base_url}feeds/en/atom.xml>; rel="self"'
+
+
+def test_non_ascii_base_url_and_hub_still_serve_feeds_with_an_ascii_link(tmp_path):
+    """A base_url or hub with non-ASCII characters used to make every feed response a 500
+    (the Link header is latin-1): config writes them in ASCII (IDNA host, %-encoded path)."""
+    from digest.config import load_config
+
+    port = free_port()
+    write_config(tmp_path, port, base_url=f"http://127.0.0.1:{port}/新闻/")
+    with (tmp_path / "config.toml").open("a", encoding="utf-8") as fh:
+        fh.write(f'[websub]\nhubs = ["https://例え.jp/hub", "http://127.0.0.1:{free_port()}/ハブ"]\n')
+    config = load_config(tmp_path / "config.toml")
+    base = f"http://127.0.0.1:{port}/%E6%96%B0%E9%97%BB/"
+    assert config.site.base_url == base
+    assert config.websub.hubs[0] == "https://xn--r8jz45g.jp/hub"
+    assert config.websub.hubs[1].endswith("/%E3%83%8F%E3%83%96")
+    publish_seeds(config)
+    with running(config) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        r = client.get("/feeds/en/atom.xml")
+        assert r.status_code == 200, r.text
+        link = r.headers["link"]
+        assert link.isascii() and f'<{base}feeds/en/atom.xml>; rel="self"' in link
+        assert '<https://xn--r8jz45g.jp/hub>; rel="hub"' in link
+
+
+def test_websub_link_is_ascii_whatever_the_urls() -> None:
+    from digest.web.files import websub_link
+
+    link = websub_link("application/atom+xml", "https://例え.jp/新闻/", ["https://hub.example/ハブ"],
+                       "/feeds/en/atom.xml")
+    assert link is not None and link.isascii()
+    assert link.encode("latin-1")  # what Starlette does with a header

@@ -337,3 +337,25 @@ def test_one_mailbox_is_not_flooded(env):
     post_subscribe(client, "other@example.com", token=token)  # a later mail proves the queue drained
     got = [m["To"] for m in sink.wait(4)]
     assert got.count("victim@example.com") == 3 and got[-1] == "other@example.com"
+
+
+@pytest.mark.parametrize("status", ["complained", "bounced", "unsubscribed"])
+def test_unsubscribe_link_keeps_a_complained_or_bounced_status(env, status):
+    _, client, _, store = env[:4]
+    email = f"{status}@example.com"
+    store.add_subscriber(Subscriber(email=email, status=status))
+    unsub = tokens.sign(SECRET, "unsubscribe", email, None)
+    r = client.post("/unsubscribe", params={"t": unsub}, data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200
+    assert store.get_subscriber(email).status == status  # a complaint is never undone
+
+
+@pytest.mark.parametrize("status", ["complained", "bounced", "unsubscribed"])
+def test_preferences_of_a_gone_address_show_the_gone_page_not_a_form(env, status):
+    _, client, _, store = env[:4]
+    email = f"gone-{status}@example.com"
+    store.add_subscriber(Subscriber(email=email, status=status))
+    prefs = tokens.sign(SECRET, "prefs", email, None)
+    page = client.get("/preferences", params={"t": prefs})
+    assert page.status_code == 200
+    assert 'name="csrf"' not in page.text and 'name="timezone"' not in page.text
