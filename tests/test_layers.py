@@ -23,6 +23,7 @@ LAYERS = {
     "ingest": 1, "templating": 1, "subscribers": 1, "i18n": 1,
     "publish.rank": 1, "publish.plan": 1, "publish.feeds": 1, "publish.site": 1,
     "mail.editions": 1, "mail.render": 1, "mail.tokens": 1, "mail.message": 1,
+    "mail.subjects": 1, "mail.wire": 1,
     "mail.refusals": 1, "publish.editions": 1, "mail.bounces": 1, "mail.verp": 1,
     # edges: state and the outside world
     "store": 2, "publish.tree": 2, "publish.workers": 2, "publish.keys": 2,

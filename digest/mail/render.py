@@ -10,46 +10,55 @@ every link lands on the story page at the half in the block's language (`#en` / 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html as html_lib
-import re
-import string
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date as Date
-from datetime import datetime
-from email.utils import format_datetime, formataddr, parseaddr
 
 import css_inline
 
-from digest.models import Story, feed_language
+from digest.mail.subjects import (
+    READER_LANGUAGES,
+    SUBJECT_WIDTH,
+    clean,
+    display_width,
+    encode_words,
+    has_cjk,
+    localized_title,
+    long_date,
+    reader_languages,
+    shorten,
+    subject_for,
+)
+from digest.mail.wire import (
+    ADDR_MARK,
+    PREFS_MARK,
+    UNSUB_MARK,
+    MessageWriter,
+    RenderedBody,
+    _boundary,
+    domain_of,
+    message_id,
+    personalize,
+    sender_parts,
+)
+from digest.models import Story
 from digest.publish.site import lang_anchor, story_path, typeset
 from digest.resources import EMAIL_TEMPLATES
 from digest.subscribers import InvalidAddress, normalize_email
 from digest.templating import mail_html_environment, mail_text_environment
 
-__all__ = ["InvalidAddress", "normalize_email"]  # re-exported: addresses are checked here too
+# re-exported: addresses are checked here too, and subjects.py / wire.py were split out of here
+__all__ = ["ADDR_MARK", "PREFS_MARK", "READER_LANGUAGES", "SUBJECT_WIDTH", "UNSUB_MARK",
+           "InvalidAddress", "MessageWriter", "RenderedBody", "clean", "display_width",
+           "domain_of", "encode_words", "has_cjk", "localized_title", "long_date",
+           "message_id", "normalize_email", "personalize", "reader_languages", "sender_parts",
+           "shorten", "subject_for"]
 
-READER_LANGUAGES = ("en", "zh")  # the order blocks appear in: English, then Chinese
 # Gmail clips at ~102 KB; the issue's budget is 80 KB for the HTML part as sent, so the
 # rendered body (links still markers) stays a little under that.
 MAX_HTML_BYTES = 78_000
 MAX_TEXT_BYTES = 60_000
 MAX_BULLETS = 3  # TL;DR lines per language block; the story page has the rest
-SUBJECT_WIDTH = 78  # display columns (a CJK character takes two) of the decoded subject
-# Per-subscriber values are spliced into a body rendered once per distinct content.
-# They are plain ASCII, survive autoescaping and CSS inlining, and `clean` defuses them in
-# story text, so a story cannot plant a marker.
-UNSUB_MARK = "%%DIGEST-UNSUBSCRIBE-URL%%"
-PREFS_MARK = "%%DIGEST-PREFERENCES-URL%%"
-ADDR_MARK = "%%DIGEST-RECIPIENT%%"
 
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
-_NEWLINES = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
-_TRAILING_PUNCT = re.compile(r"[\s,.;:·—\-,、。:;]+$")
-_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 UI = {
     "en": {
@@ -89,35 +98,7 @@ UI = {
         "confirm_subject": "请确认订阅",
     },
 }
-_EN_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-              "September", "October", "November", "December")
-_EN_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_ZH_DAYS = "一二三四五六日"
 
-
-# --- small pure helpers ---------------------------------------------------------------------
-
-
-_MARKER_PREFIX = re.compile(r"%{2,}(?=DIGEST-)")
-
-
-def clean(text: str) -> str:
-    """Untrusted story text → one safe line: no control characters, no line breaks."""
-    text = _NEWLINES.sub(" ", _CTRL.sub("", text or "")).strip()
-    # Story text can never forge a link marker: collapse any run of %s before DIGEST-
-    # (a single replace would turn "%%%DIGEST-" back into "%%DIGEST-").
-    return _MARKER_PREFIX.sub("%", text)
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))
-
-
-def reader_languages(langs: Sequence[str]) -> tuple[str, ...]:
-    """Subscriber languages in block order, restricted to en/zh (zh-Hans → zh)."""
-    chosen = {feed_language(x.strip()) for x in langs if x and x.strip()}
-    out = tuple(x for x in READER_LANGUAGES if x in chosen)
-    return out or READER_LANGUAGES
 
 
 def readable(story: Story, langs: Sequence[str]) -> bool:
@@ -136,123 +117,6 @@ def site_link(base_url: str, route: str, token: str) -> str:
     """A web route with a signed token: `<base>unsubscribe?t=…`."""
     return f"{base_url.rstrip('/')}/{route}?t={token}"
 
-
-def sender_parts(sender: str) -> tuple[str, str]:
-    """`AI News <digest@example.com>` → (display name, address); validates the address."""
-    if any(c in sender for c in "\r\n"):
-        raise InvalidAddress("[smtp] sender: line breaks are not allowed",
-                             'set sender = "Name <address@example.com>" in config.toml')
-    name, addr = parseaddr(sender)
-    return clean(name), normalize_email(addr, "[smtp] sender", local_ok=True)
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2] or "localhost"
-
-
-def message_id(digest: str, edition: str, email: str, domain: str) -> str:
-    """Deterministic per (digest, edition, subscriber): a resend is recognisably the same."""
-    h = hashlib.sha256(f"{digest}\x00{edition}\x00{email}".encode()).hexdigest()[:32]
-    return f"<{h}@{domain}>"
-
-
-def encode_words(text: str, limit_bytes: int = 42) -> str:
-    """RFC 2047 B-encoding split on character boundaries; every encoded word ≤ 75 chars.
-
-    42 UTF-8 bytes → 56 base64 chars → 68-char words, so even `Subject: ` + the first word
-    stays within 78 columns. Python's own folding can emit 76-char words for CJK text.
-    """
-    text = clean(text)
-    # ASCII goes as is, unless it looks like an encoded word (a story title in the subject
-    # must not be decoded by the client into something else).
-    if text.isascii() and len(text) <= 900 and "=?" not in text:
-        return text
-    words, chunk, size = [], [], 0
-    for ch in text:
-        n = len(ch.encode("utf-8"))
-        if size + n > limit_bytes and chunk:
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(ch)
-        size += n
-    if chunk:
-        words.append("".join(chunk))
-    encoded = (base64.b64encode(w.encode("utf-8")).decode("ascii") for w in words)
-    return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
-
-
-def display_width(text: str) -> int:
-    """Columns a mail client's list gives `text`: wide (CJK) characters count two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def shorten(text: str, width: int) -> str:
-    """`text` cut to at most `width` display columns, with `…` when cut."""
-    if display_width(text) <= width:
-        return text
-    out, used = [], 1  # room for the ellipsis
-    for c in text:
-        w = display_width(c)
-        if used + w > width:
-            break
-        out.append(c)
-        used += w
-    return _TRAILING_PUNCT.sub("", "".join(out)) + "…"
-
-
-def long_date(iso_date: str, lang: str) -> str:
-    """The edition date for people: `Sunday, 22 November 2026` / `11月22日 周日`."""
-    try:
-        d = Date.fromisoformat(iso_date)
-    except ValueError:
-        return clean(iso_date)
-    if lang == "zh":
-        return f"{d.month}月{d.day}日 周{_ZH_DAYS[d.weekday()]}"
-    return f"{_EN_DAYS[d.weekday()]}, {d.day} {_EN_MONTHS[d.month - 1]} {d.year}"
-
-
-def _date_suffix(template: str) -> tuple[str, str]:
-    """Split `AI News Daily · AI资讯日报 — {date}` into title and ` — {date}`."""
-    m = re.search(r"\s*[—–\-:|]?\s*\{date\}\s*$", template)
-    if m:
-        return template[: m.start()], template[m.start():]
-    return template, ""
-
-
-def _fill(template: str, date: str) -> str:
-    """`{date}` → date and `{{`/`}}` → a literal brace, as str.format would (config allows no
-    other placeholder; anything unparsable is kept as written)."""
-    try:
-        return "".join(lit + (date if f is not None else "")
-                       for lit, f, _spec, _conv in string.Formatter().parse(template))
-    except ValueError:
-        return template
-
-
-def localized_title(template: str, langs: Sequence[str]) -> str:
-    """Keep the ` · `-separated parts of the title in the reader's languages."""
-    title, _ = _date_suffix(template)
-    title = _fill(title, "").strip()
-    parts = [p.strip() for p in title.split("·") if p.strip()]
-    langs = reader_languages(langs)
-    if len(parts) < 2 or len(langs) == 2:
-        return " · ".join(parts) or title
-    want_zh = langs == ("zh",)
-    kept = [p for p in parts if has_cjk(p) == want_zh]
-    return " · ".join(kept or parts)
-
-
-def subject_for(template: str, langs: Sequence[str], date: str, lead: str = "") -> str:
-    """The subject in the reader's languages, dated: the config's title and date, led by
-    the lead story's title (`lead`, in the reader's language) cut so the whole subject fits
-    SUBJECT_WIDTH display columns: `China may have accessed Mythos | AI News Daily — 2026-…`."""
-    _, suffix = _date_suffix(template)
-    base = clean(localized_title(template, langs) + _fill(suffix, date))
-    lead = clean(lead)
-    if not lead:
-        return base
-    room = max(24, SUBJECT_WIDTH - display_width(base) - 3)
-    return f"{shorten(lead, room)} | {base}"
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -360,31 +224,8 @@ def footer_lines(langs: Sequence[str]) -> list[dict[str, str]]:
                                                   "unsubscribe", "colon")}) for x in langs]
 
 
-@dataclass(frozen=True)
-class RenderedBody:
-    """One digest body shared by every subscriber with the same content; per-subscriber
-    links and the address are markers until `build_message`."""
 
-    text: str
-    html: str
-    story_ids: tuple[str, ...]
-    boundary: str
-    subject: str  # already RFC 2047-encoded
-    html_lang: str
-    archived_at: str = ""  # the public copy (`view_url`): the Archived-At header (RFC 5064)
-    # Per part: the base64 lines of its text up to the first per-subscriber marker, cut at
-    # a whole line (57 bytes → 76 chars), so each message encodes only the tail; and
-    # "prepared": the recipient-independent header pieces as bytes. Filled by the first
-    # build_message; the bytes equal building the whole message every time.
-    encoded: dict[str, tuple] = field(default_factory=dict, compare=False, repr=False)
-
-
-def _boundary(key: str) -> str:
-    # "=_" never occurs in base64 bodies, so the boundary cannot collide with content.
-    return "==_digest_" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-class Renderer:
+class Renderer(MessageWriter):
     """Templates loaded once; renders digest bodies and confirmation mails."""
 
     def __init__(self, base_url: str, subject_template: str, sender: str,
@@ -395,15 +236,7 @@ class Renderer:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.subject_template = subject_template
         self.tag_aliases = dict(tag_aliases or {})
-        name, addr = sender_parts(sender)
-        self.sender_addr = addr
-        self.domain = domain_of(addr)
-        self.from_header = formataddr((name, addr), charset="utf-8") if name else addr
-        if any(c in self.from_header for c in "\r\n"):
-            raise InvalidAddress("[smtp] sender: cannot be encoded", "simplify the display name")
-        slug = re.sub(r"[^a-z0-9-]+", "-", list_name.lower()).strip("-")[:40] or "digest"
-        self.list_id = f"{slug} <{slug}.{self.domain}>"
-        self._date: tuple[datetime | None, str] = (None, "")
+        super().__init__(sender, list_name)
 
     def _html(self, name: str, ctx: dict) -> str:
         return self.inliner.inline(self.html_env.get_template(name).render(**ctx))
@@ -462,92 +295,3 @@ class Renderer:
             html=self._html("confirm.html", ctx), story_ids=(),
             boundary=_boundary("confirm\x00" + confirm_url), subject=subject,
             html_lang=ctx["html_lang"])
-
-    def build_message(self, body: RenderedBody, to: str, msg_id: str, date: datetime,
-                      unsubscribe_url: str = "", preferences_url: str = "",
-                      unsubscribe_mailto: str = "") -> bytes:
-        """The full RFC 5322 message (CRLF line ends): headers as bytes around the body.
-
-        `to` must already be validated (normalize_email); the URLs are built from our own
-        base_url and URL-safe tokens, so nothing untrusted reaches a header.
-        `unsubscribe_mailto` (`addr?subject=…`, the signed VERP address of mail/verp.py)
-        replaces the sender's address in List-Unsubscribe's mailto.
-        """
-        mailto = unsubscribe_mailto or f"{self.sender_addr}?subject=unsubscribe"
-        if any(c in to for c in "\r\n<>,;") or any(c in unsubscribe_url + mailto
-                                                   for c in "\r\n<> "):
-            raise InvalidAddress(f"refusing unsafe header value for {to[:80]!r}",
-                                 "validate addresses with normalize_email first")
-        url = body.archived_at
-        archived = bool(url and url.isascii() and not any(c in url for c in "\r\n<> "))
-        key = (self.from_header, self.list_id, date)
-        pre = body.encoded.get("prepared")
-        if pre is None or pre[0] != key:  # recipient-independent pieces, once per body
-            if self._date[0] != date:  # one run stamps every message with the same time
-                self._date = (date, format_datetime(date))
-            b = body.boundary
-            lead = f"From: {self.from_header}\r\nTo: ".encode("ascii")
-            mid_part = f"\r\nSubject: {body.subject}\r\nDate: {self._date[1]}\r\nMessage-ID: " \
-                .encode("ascii")
-            after = f"\r\nArchived-At: <{url}>" if archived else ""  # RFC 5064: the web copy
-            mime = (f"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; "
-                    f'boundary="{b}"\r\n\r\nThis is a multi-part message in MIME format.\r\n')
-            listed = (f"{after}\r\nList-Id: {self.list_id}\r\nList-Unsubscribe: <").encode("ascii")
-            tail = ("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-                    "Precedence: bulk\r\nAuto-Submitted: auto-generated" + mime).encode("ascii")
-            pre = body.encoded["prepared"] = (key, lead, mid_part, listed, tail,
-                                              (after + mime).encode("ascii"),
-                                              f"--{b}--\r\n".encode("ascii"))
-        _, lead, mid_part, listed, tail, plain, end = pre
-        if unsubscribe_url:
-            head = [lead, to.encode("ascii"), mid_part, msg_id.encode("ascii"), listed,
-                    unsubscribe_url.encode("ascii"), b">,\r\n <mailto:", mailto.encode("ascii"),
-                    b">", tail]
-        else:
-            head = [lead, to.encode("ascii"), mid_part, msg_id.encode("ascii"), plain]
-        # An address may hold `&` or `'` (dot-atom); the HTML part gets it escaped.
-        return b"".join((
-            *head,
-            *_part(body, "text/plain", body.text, (unsubscribe_url, preferences_url, to)),
-            *_part(body, "text/html", body.html,
-                   (unsubscribe_url, preferences_url, html_lib.escape(to))),
-            end,
-        ))
-
-
-def personalize(content: str, unsubscribe_url: str, preferences_url: str, address: str) -> str:
-    """Replace the per-subscriber markers (`address` already escaped for the part)."""
-    return (content.replace(UNSUB_MARK, unsubscribe_url).replace(PREFS_MARK, preferences_url)
-            .replace(ADDR_MARK, address))
-
-
-_LINE = 57  # bytes per 76-character base64 line (RFC 2045)
-_MARKS = (UNSUB_MARK, PREFS_MARK, ADDR_MARK)
-
-
-def _b64_lines(data: bytes) -> bytes:
-    encoded = base64.b64encode(data)
-    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
-
-
-def _part(body: RenderedBody, ctype: str, content: str, links: tuple[str, str, str]
-          ) -> tuple[bytes, bytes, bytes]:
-    """One base64 MIME part with the subscriber's links and address spliced in, as pieces
-    to join: the cached head (boundary, part headers, shared lines), the encoded tail, the
-    line end."""
-    cached = body.encoded.get(ctype)
-    if cached is None:
-        marks = [i for i in (content.find(m) for m in _MARKS) if i >= 0]
-        first = min(marks, default=len(content))
-        head = content[:first].encode("utf-8")
-        cut = len(head) // _LINE * _LINE
-        prefix = (f"--{body.boundary}\r\nContent-Type: {ctype}; charset=\"utf-8\"\r\n"
-                  f"Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii")
-        shared = _b64_lines(head[:cut])
-        cached = body.encoded[ctype] = (prefix + shared + b"\r\n" if shared else prefix,
-                                        head[cut:], content[first:], bool(shared))
-    start, carry, tail, shared_lines = cached
-    rest = _b64_lines(carry + personalize(tail, *links).encode("utf-8"))
-    if rest:
-        return start, rest, b"\r\n"
-    return start, b"", b"" if shared_lines else b"\r\n"

@@ -8,8 +8,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,26 +16,16 @@ from digest import subscribers
 from digest.config import Config, DigestConfig
 from digest.errors import DeliveryError, DigestError
 from digest.mail.dkim import load_signer
-from digest.mail.editions import (
-    Editions,
-    Job,
-    local_date,
-    plan_stories,
-    reader_zone,
-    story_tag_keys,
-    verdict,
-)
+from digest.mail.editions import Job, local_date, plan_stories
 from digest.mail.message import Composer
 from digest.mail.refusals import describe, session_hint
 from digest.mail.render import InvalidAddress
 from digest.mail.transports import Envelope, Outcome, Transport, open_transport
 from digest.models import Story, Subscriber, iso
 from digest.pipeline.explain import why_nothing
-from digest.pipeline.publishing import rank_stories
-from digest.pipeline.reporting import REPORT_LIST_MAX, capped
 from digest.pipeline.secrets import site_secret
-from digest.publish.editions import EditionRecord, combo_languages, langs_key, remember
-from digest.publish.editions import meta_key as edition_meta_key
+from digest.pipeline.sendplan import _active, _plan_jobs, _ranked, _record_editions
+from digest.pipeline.sendreport import _FINAL, SendReport
 from digest.store import StoreBackend, email_key, open_store
 from digest.store.base import CLAIM_LEASE_SECONDS
 
@@ -49,7 +38,6 @@ FLUSH_SECONDS = 0.05  # group-commit window for outcome records
 # only once `journal.renew` confirmed this sender still holds its claims: a sender whose
 # database session dropped stops within one part instead of mailing rows another sender took.
 RENEW_EVERY = 25
-PLAN_CACHE = 4096  # distinct (sent stories, tags, languages) plans kept while planning
 
 
 def open_mail(config: Config) -> Transport:
@@ -71,86 +59,7 @@ def dkim_sign(config: Config) -> Callable[[bytes], bytes] | None:
     return signer.sign if signer is not None else None
 
 
-def _ranked(config: Config, now: datetime) -> list[Story]:
-    return [r.story for r in rank_stories(config, now)]
-
-
-# --- the report -----------------------------------------------------------------------------
-
-
-@dataclass
-class SendReport:
-    digest: str
-    dry_run: bool = False
-    sent: list[str] = field(default_factory=list)
-    would_send: list[tuple[str, str, int]] = field(default_factory=list)  # email, edition, n
-    failed: list[tuple[str, str]] = field(default_factory=list)  # email, reason
-    bounced: list[tuple[str, str]] = field(default_factory=list)
-    ambiguous: list[tuple[str, str]] = field(default_factory=list)  # email, message-id
-    nothing_new: list[str] = field(default_factory=list)
-    given_up: list[tuple[str, str]] = field(default_factory=list)  # email, reason (permanent)
-    waiting: list[tuple[str, str, str]] = field(default_factory=list)  # email, reason, retry at
-    already_sent: int = 0
-    not_due: int = 0
-    elsewhere: int = 0  # planned here, but claimed by another sender (shared store)
-    renders: int = 0  # distinct bodies rendered (the rest were reused)
-    # The relay refused the session (a missing login, a relay that does not relay for us):
-    # the run stopped, nobody was marked bounced, nothing final; `stop_hint` is the fix.
-    stopped: str = ""
-    stop_hint: str = ""
-    why: dict[str, str] = field(default_factory=dict)  # email → why nothing new
-    active: int | None = None  # active subscribers seen (None: not counted)
-    other_digests: int = 0  # active, but chose other digests (Subscriber.digests)
-    editions: list[str] = field(default_factory=list)  # public pages recorded: date/langs
-    published: str = ""  # the publish after the send (edition pages): its summary or error
-
-    def lines(self) -> list[str]:
-        """Human report: a summary, then who did not get the edition and why."""
-        verb = "would send" if self.dry_run else "sent"
-        n = len(self.would_send) if self.dry_run else len(self.sent)
-        out = [f"{self.digest}: {verb} {n}, already sent {self.already_sent}, "
-               f"nothing new {len(self.nothing_new)}, not due {self.not_due}, "
-               f"failed {len(self.failed)}, bounced {len(self.bounced)} "
-               f"({self.renders} distinct bodies rendered)"]
-        if self.given_up or self.waiting:
-            out[0] += (f"; not retried (permanent) {len(self.given_up)}, "
-                       f"retry later {len(self.waiting)}")
-        if self.elsewhere:
-            out[0] += f"; claimed by another sender {self.elsewhere}"
-        if self.other_digests:
-            out[0] += f"; chose other digests {self.other_digests}"
-        if self.stopped:
-            out[0] += "; STOPPED: the relay refused the session"
-            out += [f"  stopped: {self.stopped}", f"  hint: {self.stop_hint}"]
-
-        capped(out, self.would_send, lambda x: f"  would send {x[0]} edition {x[1]} ({x[2]} stories)")
-        capped(out, self.failed, lambda x: f"  not delivered to {x[0]}: {x[1]}"
-                                    + ("" if x[1].endswith(_FINAL) else " (a rerun retries it)"))
-        capped(out, self.given_up, lambda x: f"  not delivered to {x[0]}: {x[1]} (permanent: this "
-                                      "edition is not retried)")
-        capped(out, self.waiting, lambda x: f"  not delivered to {x[0]} yet: {x[1]} (next try after "
-                                     f"{x[2]})")
-        capped(out, self.bounced, lambda x: f"  bounced {x[0]}: {x[1]} (subscriber marked bounced)")
-        capped(out, self.ambiguous, lambda x: f"  resent {x[0]} after an unconfirmed attempt, "
-                                       f"same Message-ID {x[1]}")
-        capped(out, self.nothing_new, lambda x: f"  nothing new for {x}: no email ("
-                                         f"{self.why.get(str(x), 'no story qualifies')})")
-        if self.active == 0:
-            out.append("  no active subscribers: add one with `digest subscribers add EMAIL`")
-        if self.editions:
-            out.append(f"  new edition pages: {', '.join(self.editions[:REPORT_LIST_MAX])}")
-        if self.published:
-            out.append(f"  {self.published}")
-        return out
-
-
-_FINAL = "(permanent: not retried)"
-
-# --- planning: the journal decides, digest.mail.editions rules ---------------------------------
-
-
-def _active(store: StoreBackend) -> Iterator[Subscriber]:
-    return store.iter_subscribers(status="active")
+# --- who, in what order: senders sharing a store start apart ---------------------------------
 
 
 def _rotated(store: StoreBackend, rng: random.Random) -> Iterator[Subscriber]:
@@ -164,110 +73,6 @@ def _rotated(store: StoreBackend, rng: random.Random) -> Iterator[Subscriber]:
     if start:  # wrap around; a subscriber added between the passes is seen twice (the
         # second claim is refused) or not at all (the next run has it)
         yield from itertools.islice(_active(store), start)
-
-
-def _plan_jobs(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
-               due_only: bool, report: SendReport, subs: Iterable[Subscriber] | None = None,
-               unconfirmed: set[str] | None = None,
-               ranked: list[Story] | None = None) -> Iterator[Job]:
-    """Jobs for `subs` (default: every active subscriber), planned lazily as the sender
-    pulls them. Emails whose last record is an unconfirmed `sending` go into `unconfirmed`
-    (the sender warns once it holds the claim: on a shared store the record may be another
-    sender's live one)."""
-    ranked = _ranked(config, now) if ranked is None else ranked
-    by_id = {s.id: s for s in ranked}
-    tag_keys = {s.id: story_tag_keys(s, config.tags) for s in ranked}
-    edition_of = Editions(dcfg.cron, now, timedelta(hours=config.schedule.grace_hours), due_only)
-    max_age = timedelta(hours=dcfg.max_age_hours)
-    journal = store.journal
-    # Readers with the same tags, languages and sent stories get the same plan: computed once
-    # per combination (bounded; most runs have a few hundred), not once per subscriber.
-    plans: dict[tuple, list[Story]] = {}
-    report.active = 0
-    for sub in _active(store) if subs is None else subs:
-        report.active += 1
-        if dcfg.name not in config.digests_of(sub.digests):  # chose other digests
-            report.other_digests += 1
-            continue
-        edition = edition_of(reader_zone(sub.timezone))
-        if edition is None:
-            report.not_due += 1
-            continue
-        prev = journal.state(dcfg.name, edition, sub.email)
-        v = verdict(prev, now, due_only)
-        if v.kind == "done":
-            report.already_sent += 1
-            continue
-        if v.kind == "given_up":
-            report.given_up.append((sub.email, v.reason))
-            continue
-        if v.kind == "waiting":
-            assert v.retry_at is not None
-            report.waiting.append((sub.email, v.reason, iso(v.retry_at)))
-            continue
-        if v.kind == "resend":  # `sending` (a crash or lost reply) or `failed`: edition fixed
-            assert prev is not None
-            ids = [str(i) for i in prev.get("stories") or []]
-            missing = [i for i in ids if i not in by_id]
-            stories = [by_id[i] for i in ids if i in by_id]
-            if missing:
-                stories += store.get_stories(missing)
-            if stories:
-                if prev.get("state") == "sending" and unconfirmed is not None:
-                    unconfirmed.add(email_key(sub.email))
-                yield Job(sub, edition, stories, resend=True, attempt=v.attempt)
-                continue
-        # Per digest: a reader of the daily and the weekly gets the week's best in the
-        # weekly, not only what the daily left out.
-        sent = journal.sent_story_ids(sub.email, dcfg.name)
-        key = (sent, tuple(sub.tags or ()), tuple(sub.languages or ()))
-        stories = plans.get(key)
-        if stories is None:
-            if len(plans) >= PLAN_CACHE:
-                plans.clear()
-            stories = plans[key] = plan_stories(
-                ranked, sent, sub.tags, dcfg.max_stories, config.tags, tag_keys, now=now,
-                max_age=max_age, languages=sub.languages)
-        if not stories:
-            why = why_nothing(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
-                              config.tags)
-            log.info("%s %s: nothing new for %s; no email (%s)", dcfg.name, edition, sub.email,
-                     why)
-            report.nothing_new.append(sub.email)
-            report.why[sub.email] = why
-            continue
-        yield Job(sub, edition, list(stories))  # the cached plan stays unshared
-
-
-# --- editions on the web: what each mail's View online / Archived-At URL shows ----------------
-
-
-def _record_editions(store: StoreBackend, dcfg: DigestConfig, batch: Sequence[Job],
-                     ranked: Sequence[Story], now: datetime, report: SendReport,
-                     recorded: set[tuple[str, str]]) -> None:
-    """Record in store meta each (edition, language combination) of `batch` not recorded
-    yet, with its public selection (digest.publish.editions): the top max_stories ranked
-    stories in those languages published within max_age_hours of `now` — no reader's tags,
-    nothing removed as already sent. The first send of an edition fixes it. Recorded before
-    the mails go, so the page a mail links is published by the publish that follows."""
-    wanted = {(j.edition, langs_key(j.sub.languages)) for j in batch} - recorded
-    if not wanted:
-        return
-    max_age = timedelta(hours=dcfg.max_age_hours)
-    key = edition_meta_key(dcfg.name)
-    with store.transaction():
-        stored = store.meta_get(key)
-        for edition, langs in sorted(wanted):
-            ids = tuple(s.id for s in plan_stories(ranked, (), (), dcfg.max_stories, now=now,
-                                                   max_age=max_age,
-                                                   languages=combo_languages(langs)))
-            new = remember(stored, EditionRecord(dcfg.name, edition, langs, ids, now))
-            if new is not None:
-                stored = new
-                report.editions.append(f"{edition}/{langs}")
-        if report.editions:
-            store.meta_set(key, stored)
-    recorded |= wanted
 
 
 def _publish_editions(config: Config, now: datetime, report: SendReport) -> None:

@@ -34,7 +34,8 @@ def _h(*parts: Any) -> str:
 _CODE = ("digest.models", "digest.i18n", "digest.templating", "digest.codec", "digest.publish.rank",
          "digest.publish.plan", "digest.publish.feeds", "digest.publish.site",
          "digest.publish.tree", "digest.publish.keys", "digest.publish.workers",
-         "digest.publish.editions", "digest.mail.render", "digest.pipeline.publishing")
+         "digest.publish.editions", "digest.mail.render", "digest.mail.subjects",
+         "digest.pipeline.publishing")
 _LIBS = ("jinja2", "markupsafe", "lxml", "feedgen", "orjson")
 
 

@@ -34,7 +34,8 @@ def zone(tz: str) -> ZoneInfo:
     """The IANA zone `tz`; raises ValueError for an unknown name."""
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as e:
+    # A tzdata folder name ("Antarctica") is no zone: ZoneInfo raises IsADirectoryError.
+    except (ZoneInfoNotFoundError, ValueError, TypeError, IsADirectoryError) as e:
         raise ValueError(f"unknown IANA time zone {tz!r}") from e
 
 

@@ -1,19 +1,15 @@
-"""Mail transports (owns aiosmtplib and mailbox): an SMTP connection pool with retries, rate
-limit and per-recipient outcomes, and a local Maildir; both take ready message bytes."""
+"""The SMTP transport (owns aiosmtplib): a connection pool with retries, rate limit,
+per-recipient outcomes and the relay's session refusals."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
-import mailbox
 import random
-import re
 import ssl
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 
 import aiosmtplib
 
@@ -28,201 +24,18 @@ from digest.mail.refusals import (
     recipient_specific,
     reply_key,
 )
+from digest.mail.transports.base import Envelope, OnOutcome, Outcome, Transport
+from digest.mail.transports.commands import (
+    _Fatal,
+    _rcpt_refused,
+    _Refused,
+    _stage_of,
+    _transact,
+    plain_address,
+    wire_data,
+)
 
 log = logging.getLogger("digest.mail.transports")
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """One message for one recipient; `data` is the full message with CRLF line ends."""
-
-    sender: str
-    recipient: str
-    data: bytes
-    # The builder vouches that `data` has CRLF line ends only, ends with CRLF and has no
-    # line starting with "." (render.build_message: headers, boundaries, base64), so the
-    # SMTP transport sends it as is instead of scanning ~44 KB three times per message.
-    wire_ready: bool = False
-
-
-@dataclass
-class Outcome:
-    recipient: str
-    state: str  # "sent" | "failed" | "bounced"
-    reason: str = ""
-    attempts: int = 1
-    ambiguous: bool = False  # the connection dropped after DATA may have been accepted
-    # A 5xx at MAIL FROM or DATA: the server refused this message for good (content, size,
-    # sender policy); resending the same edition would only be refused again.
-    permanent: bool = False
-    # Not sent because the relay refused the whole session (Transport.refusal): not this
-    # recipient's fault and not final; the next run, after the fix, sends it.
-    session: bool = False
-    # The server's 5xx (stage, code, text) when it refused; None otherwise.
-    refused: Refusal | None = field(default=None, repr=False)
-
-
-OnOutcome = Callable[[int, Outcome], None]
-
-
-class Transport:
-    """Sync facade: `send(envelopes) -> outcomes` in the same order; close when done.
-
-    `on_outcome(index, outcome)` is called as each message finishes (in the caller's thread
-    of control), so the caller can journal results before the whole batch is done.
-
-    `refusal` is set once the relay refused the session (refusals.py): every later message
-    fails at once with `Outcome.session`, and the caller should stop its run."""
-
-    refusal: Refusal | None = None
-
-    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
-             ) -> list[Outcome]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Transport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class MaildirTransport(Transport):
-    """Writes each message into a local Maildir (stdlib mailbox): the no-server default."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # Maildir makes one level only
-            self.box = mailbox.Maildir(str(self.path), create=True)
-        except OSError as e:
-            raise DeliveryError(f"[smtp] maildir: cannot create {self.path}: {e.strerror}",
-                                "set [smtp] maildir to a writable directory") from e
-
-    def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
-             ) -> list[Outcome]:
-        out = []
-        for i, env in enumerate(envelopes):
-            try:
-                # Maildir files use the platform's line ends, not SMTP's CRLF.
-                self.box.add(env.data.replace(b"\r\n", b"\n"))
-                out.append(Outcome(env.recipient, "sent"))
-            except OSError as e:
-                out.append(Outcome(env.recipient, "failed", f"maildir write: {e}"))
-            if on_outcome is not None:
-                on_outcome(i, out[-1])
-        return out
-
-
-# An address we may put between <> on MAIL/RCPT as it is: printable ASCII, one @, none of
-# the characters that need quoting or could smuggle ESMTP parameters. Anything else takes
-# aiosmtplib's own sendmail (parseaddr + its injection check), as before.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
-
-
-def plain_address(address: str) -> bytes | None:
-    """`a@b.org` → b"<a@b.org>" for the fast path, or None when it needs full parsing."""
-    return f"<{address}>".encode("ascii") if _PLAIN_ADDRESS.match(address) else None
-
-
-def wire_data(data: bytes, ready: bool = False) -> bytes:
-    """Message bytes → the DATA payload: CRLF line ends, a final CRLF, leading dots doubled,
-    then the `.` line; byte for byte what aiosmtplib sends, minus its two regex passes.
-
-    `ready` (Envelope.wire_ready) skips the scans; other input is counted (fast C scans,
-    no copy when already clean) and fixed by the same rules as aiosmtplib's."""
-    if ready:
-        return data + b".\r\n"
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        data = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    if data.startswith(b".") or b"\r\n." in data:
-        data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n..")[2:]
-    return data + b".\r\n"
-
-
-async def _transact(client: aiosmtplib.SMTP, sender: str, mail_from: bytes, recipient: str,
-                    rcpt_to: bytes, payload: bytes) -> None:
-    """MAIL, RCPT, DATA on a connected client, raising aiosmtplib's own exceptions the way
-    its `sendmail` does (so `_send_one` classifies them alike), but without re-parsing the
-    addresses and re-scanning the ~44 KB message (28 % of send time in the profile).
-
-    `payload` comes from `wire_data`; the slot owns this client, so no command interleaves
-    between writing the payload and reading its reply."""
-    if client.is_ehlo_or_helo_needed:
-        try:
-            await client.ehlo()
-        except aiosmtplib.SMTPHeloError:
-            if not client.is_connected:
-                raise
-            await client.helo()
-    opts = [b"SIZE=%d" % (len(payload) - 3)] if client.supports_extension("size") else []
-    try:
-        r = await client.execute_command(b"MAIL", b"FROM:" + mail_from, *opts)
-        if r.code != 250:
-            raise aiosmtplib.SMTPSenderRefused(r.code, r.message, sender)
-        r = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
-        if r.code not in (250, 251):
-            raise aiosmtplib.SMTPRecipientsRefused(
-                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, recipient)])
-        r = await client.execute_command(b"DATA")
-        if r.code != 354:
-            raise aiosmtplib.SMTPDataError(r.code, r.message)
-        protocol = client.protocol
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        try:
-            protocol.write(payload)
-            r = await protocol.read_response(timeout=client.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-            client.close()  # a half-read reply would pair with the next command
-            raise
-        if r.code != 250:
-            raise aiosmtplib.SMTPDataError(r.code, r.message)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        try:  # reset the envelope for the next attempt, as sendmail does
-            await client.rset()
-        except (ConnectionError, aiosmtplib.SMTPResponseException):
-            pass
-        raise
-
-
-def _rcpt_refused(recipient: str, code: int, message: str, attempt: int) -> Outcome:
-    """A 5xx at RCPT: a bounce, unless it reads as the relay's policy (X.7.x, 530, relay,
-    auth, our sender, the account's quota): then a failure a later run retries, never a
-    bounce (the transport may still find it the relay's session refusal)."""
-    state = "failed" if looks_like_policy(code, message, "RCPT") else "bounced"
-    return Outcome(recipient, state, f"{code} {message}", attempt,
-                   refused=Refusal("RCPT", code, message))
-
-
-class _Fatal(Exception):
-    """Every remaining message would fail the same way (bad password, no server)."""
-
-
-class _Refused(Exception):
-    """The relay refused the session (5xx at connect, EHLO, STARTTLS, AUTH or MAIL FROM)."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.reply)
-        self.refusal = refusal
-
-
-def _stage_of(e: aiosmtplib.SMTPResponseException) -> str:
-    if isinstance(e, aiosmtplib.SMTPConnectResponseError):
-        return "connect"
-    if isinstance(e, aiosmtplib.SMTPHeloError):
-        return "EHLO"
-    if isinstance(e, aiosmtplib.SMTPAuthenticationError):
-        return "AUTH"
-    if isinstance(e, aiosmtplib.SMTPSenderRefused):
-        return "MAIL"
-    return "STARTTLS"  # the one other command connect() sends
 
 
 class SmtpTransport(Transport):
@@ -557,13 +370,3 @@ class SmtpTransport(Transport):
         finally:
             self._runner.close()
 
-
-def open_transport(cfg: SmtpConfig, password: str | None = None, **smtp_options: object
-                   ) -> Transport:
-    """The transport config.toml asks for (`[smtp] transport`)."""
-    if cfg.transport == "maildir":
-        return MaildirTransport(cfg.maildir)
-    if cfg.transport == "smtp":
-        return SmtpTransport(cfg, password, **smtp_options)  # type: ignore[arg-type]
-    raise DeliveryError(f"[smtp] transport: unknown value {cfg.transport!r}",
-                        'use "maildir" (local files) or "smtp"')

@@ -1,0 +1,5 @@
+"""Entry point for `python -m digest.cli`."""
+
+from digest.cli import main
+
+raise SystemExit(main())
