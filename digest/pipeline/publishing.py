@@ -12,7 +12,10 @@ tree is known to be current after a stat of each file (`_unchanged_report`).
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +131,13 @@ def _ping(config: Config, store: Any, report: PublishReport) -> Any:
 
 
 def _publish(config: Config, store: Any, now: datetime) -> PublishReport:
+    try:
+        return _publish_tree(config, store, now)
+    finally:
+        gc.unfreeze()  # what `_gc_paused` froze: collectable again (a daemon publishes often)
+
+
+def _publish_tree(config: Config, store: Any, now: datetime) -> PublishReport:
     out = Path(config.feeds.output)
     build = build_key(config)
     with open_tree(out) as tree:
@@ -140,9 +150,10 @@ def _publish(config: Config, store: Any, now: datetime) -> PublishReport:
             return done
         # One read transaction: a consistent snapshot of index and hashes, and the store
         # checks its index files once instead of twice per story_hash call (20k stats).
-        with store.transaction():
+        with store.transaction(), _gc_paused():
             index = store.list_stories()
-            hashes = {s.id: store.story_hash(s.id) for s in index}
+            every = getattr(store, "story_hashes", None)  # one pass (embedded store)
+            hashes = every() if every is not None else {s.id: store.story_hash(s.id) for s in index}
         # A story whose body cannot be read is skipped, not the whole publish: a round
         # collects every damaged body it needs; the next plans without those stories (their
         # pages stay as the last publish wrote them). Rounds end when none is found.
@@ -173,6 +184,24 @@ def _publish(config: Config, store: Any, now: datetime) -> PublishReport:
                          warnings=[_skip_warning(damaged[i]) for i in sorted(damaged)])
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while the index is read and planned: ~100k acyclic objects are made in a
+    burst, and each collection would walk all of them again. What is alive after it is then
+    frozen (`gc.freeze`), so the collections the rendering triggers do not walk it either
+    (together ~0.2 s at 10k stories); `_publish` unfreezes it when it is done. The collector
+    is back on before pages are rendered (and workers forked)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _skip_warning(e: DamagedBody) -> str:
     return f"skipped story {e.story_id}: {e.message}" + (f" (hint: {e.hint})" if e.hint else "")
 
@@ -183,11 +212,12 @@ def _render(config: Config, store: Any, tree: Tree, build: str, now: datetime,
     """Plan `index` and stage every stale file; a story whose body cannot be read lands in
     `damaged` (and whatever needed it is left unstaged). Returns (plan, keys, sigs, kept,
     unchanged)."""
-    plan = make_plan(config, index, now)
-    sigs = story_sigs(plan, hashes)
-    plan.edition_specs, edition_groups = _edition_files(config, plan,
-                                                        _edition_records(config, store), sigs)
-    keys = file_keys(plan, sigs)
+    with _gc_paused():
+        plan = make_plan(config, index, now)
+        sigs = story_sigs(plan, hashes)
+        plan.edition_specs, edition_groups = _edition_files(config, plan,
+                                                            _edition_records(config, store), sigs)
+        keys = file_keys(plan, sigs)
     for group in edition_groups:
         keys.update(dict.fromkeys(group.paths, group.key))
     valid = tree.build == build

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -302,10 +302,29 @@ def _with_feed_times(stories: Sequence[Story], ranked: list[Ranked]) -> tuple[li
     moved = distinct_updated(stories)
     if not moved:
         return list(stories), ranked
-    new = {sid: replace(s, updated=moved[sid], published=min(s.published, moved[sid]))
-           for s in stories if (sid := s.id) in moved}
-    return ([new.get(s.id, s) for s in stories],
-            [replace(r, story=new[r.story.id]) if r.story.id in new else r for r in ranked])
+    new = {sid: _with_times(s, moved[sid]) for s in stories if (sid := s.id) in moved}
+    get = new.get
+    return ([get(s.id, s) for s in stories],
+            [r if (n := get(r.story.id)) is None else _with_story(r, n) for r in ranked])
+
+
+def _with_times(s: Story, when: datetime) -> Story:
+    """`replace(s, updated=when, published=min(s.published, when))`, the same shallow copy
+    without the dataclass machinery (~9k stories of a 10k store move on every publish)."""
+    n = object.__new__(type(s))
+    d = n.__dict__
+    d.update(s.__dict__)
+    d["updated"] = when
+    d["published"] = min(s.published, when)
+    return n
+
+
+def _with_story(r: Ranked, story: Story) -> Ranked:
+    """`replace(r, story=story)` for the frozen `Ranked`, as a shallow copy."""
+    n = object.__new__(type(r))
+    n.__dict__.update(r.__dict__)
+    n.__dict__["story"] = story
+    return n
 
 
 def make_plan(config: Config, stories: Sequence[Story], now: datetime, env: Any = None) -> Plan:

@@ -79,13 +79,25 @@ def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Rank
     now_ts = now.timestamp()
     hl = float(rank_cfg.half_life_hours)
     default = float(rank_cfg.default_score)
+    wh, wq, wi = rank_cfg.hot, rank_cfg.quality, rank_cfg.impact
+    total = 0 + wh + wq + wi  # as `base_score` sums its weights (same order, same floats)
+    new = object.__new__
     keyed = []
     for s in stories:
         p = s.published.timestamp()
         age = max(0.0, (now_ts - p) / 3600.0)
-        base = base_score(s, rank_cfg) if s.scores else default
+        sc = s.scores
+        if not sc:
+            base = default
+        elif total > 0:  # `base_score`, inlined: the same operations in the same order
+            base = (0 + wh * float(sc.get("hot", default)) + wq * float(sc.get("quality", default))
+                    + wi * float(sc.get("impact", default))) / total
+        else:
+            base = base_score(s, rank_cfg)
         d = 0.5 ** (age / hl) if hl > 0 else 1.0
-        r = Ranked(story=s, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
+        # Ranked(story=s, score=base * d, parts=...) without the frozen dataclass __init__
+        r = new(Ranked)
+        r.__dict__.update(story=s, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
         keyed.append((order_key(base, p, now_ts, hl, s.id), r))
     keyed.sort(key=_first)
     return [r for _, r in keyed]

@@ -463,6 +463,13 @@ class Store:
             raise StoreError(f"{self.path / 'index'}: a corrupt index record ({e})",
                              "restore the index files from a backup") from e
 
+    def story_hashes(self) -> dict[str, str | None]:
+        """story id → stored content hash, for every story: `story_hash` of each in one pass
+        over the index (the publisher asks for all 10k at once)."""
+        with self._mutex:
+            return {rec["id"]: rec.get("hash") for n in range(self.shard_count)
+                    for rec in self._shard(n).read().get("stories", {}).values()}
+
     def story_count(self) -> int:
         with self._mutex:
             return sum(len(self._shard(n).read().get("stories", {}))
