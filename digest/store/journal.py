@@ -261,20 +261,7 @@ class DeliveryJournal:
             self._cut_torn(self.root / segs[-1])  # the old day's segment is closed clean
         path = self.root / target
         created = not path.exists()
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
-        except OSError as e:
-            raise write_error(path, e) from e
-        try:
-            good = drop_torn_tail(fd, os.fstat(fd).st_size)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            except OSError as e:
-                os.ftruncate(fd, good)  # leave no half batch behind
-                raise write_error(path, e) from e
-        finally:
-            os.close(fd)
+        _append_lines(path, data)
         if created:
             fsync_path(self.root, directory=True)
 
@@ -430,21 +417,7 @@ class DeliveryJournal:
             return
         self.archive.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         path = self.archive / IMPORTED_NAME
-        data = b"".join(encode(r, str(self.root)) + b"\n" for r in records)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
-        except OSError as e:
-            raise write_error(path, e) from e
-        try:
-            good = drop_torn_tail(fd, os.fstat(fd).st_size)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            except OSError as e:
-                os.ftruncate(fd, good)
-                raise write_error(path, e) from e
-        finally:
-            os.close(fd)
+        _append_lines(path, b"".join(encode(r, str(self.root)) + b"\n" for r in records))
         fsync_path(self.archive, directory=True)
 
 
@@ -475,3 +448,22 @@ def _hook(point: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _append_lines(path: Path, data: bytes) -> None:
+    """Append complete lines with one write + fsync: a torn tail (a killed writer) is cut
+    first, and a failed write is cut back, so no half batch is ever left behind."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        good = drop_torn_tail(fd, os.fstat(fd).st_size)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, good)
+            raise write_error(path, e) from e
+    finally:
+        os.close(fd)
