@@ -248,9 +248,30 @@ def _prepare(path: Path, quarantined: Mapping[str, str], as_of: datetime | None)
 _WORKER_QUARANTINED: Mapping[str, str] = {}
 
 
-def _worker_init(quarantined: Mapping[str, str]) -> None:
+def _worker_init(quarantined: Mapping[str, str], parent: int) -> None:
     global _WORKER_QUARANTINED
     _WORKER_QUARANTINED = quarantined
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A forked worker inherits the parent's open files, the store lock's among them, and
+    waits on its queue for ever: if the parent is killed (SIGKILL during a run), an orphaned
+    worker would hold the lock and hang every later ingest. On Linux the kernel kills the
+    worker with its parent (PR_SET_PDEATHSIG); a parent already gone ends it at once.
+    `parent` 0: a forkserver worker, which inherits none of our files."""
+    if not parent:
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's exit still ends the pool
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _prepare_chunk(paths: list[Path], as_of: datetime | None) -> list[_Prepared]:
@@ -285,7 +306,9 @@ def _prepared(files: list[Path], quarantined: Mapping[str, str],
         multiprocessing.get_all_start_methods() else "forkserver"
     chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method),
-                             initializer=_worker_init, initargs=(dict(quarantined),)) as pool:
+                             initializer=_worker_init,
+                             initargs=(dict(quarantined), os.getpid() if method == "fork" else 0)
+                             ) as pool:
         pending: deque[Future[list[_Prepared]]] = deque()
         todo = iter(chunks)
         try:

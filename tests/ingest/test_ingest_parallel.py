@@ -91,3 +91,61 @@ def test_workers_and_batches_give_the_in_process_report(tmp_path: Path, batch: i
     again = ingest_paths(config_b, [inbox_b], as_of=AS_OF)
     assert len(again.skipped) == 3 and not again.added and not again.updated
     assert len(again.unchanged) == len(par.added)
+
+
+def _children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(k) for k in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killed_ingest_leaves_no_worker_holding_the_store(tmp_path: Path) -> None:
+    """SIGKILL of a parallel `digest ingest`: its forked workers (which inherit the store
+    lock's file and wait on their queue for ever) die with it, so the next ingest is not
+    stuck behind an orphan (found by the kill trials: a rerun hung for 180 s)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if (os.cpu_count() or 1) < 2 or not Path("/proc/self/task").is_dir():
+        pytest.skip("needs two CPUs and Linux /proc")
+    root = tmp_path / "p"
+    inbox, _ = _project(root)
+    text = next((REPO / "seeds").glob("001_*.txt")).read_text(encoding="utf-8")
+    for i in range(3000):
+        (inbox / f"9{i:04d}_{i + 4096:016x}.txt").write_text(text, encoding="utf-8")
+    cmd = [sys.executable, "-m", "digest", "--config", str(root / "config.toml"), "ingest",
+           str(inbox), "--as-of", "2026-11-22T12:00:00Z"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        time.sleep(0.01)
+    assert workers, "the ingest finished before its workers were seen; add files"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    end = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "workers outlived the killed ingest"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    # finishes (the inbox holds deliberately bad files: exit 1 with their FILE:LINE reasons)
+    assert rerun.returncode in (0, 1) and "lock" not in rerun.stderr, rerun.stderr
+    assert "file is empty" in rerun.stderr
