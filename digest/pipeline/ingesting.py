@@ -259,9 +259,8 @@ def _die_with_parent(parent: int) -> None:
     waits on its queue for ever: if the parent is killed (SIGKILL during a run), an orphaned
     worker would hold the lock and hang every later ingest. On Linux the kernel kills the
     worker with its parent (PR_SET_PDEATHSIG); a parent already gone ends it at once.
-    `parent` 0: a forkserver worker, which inherits none of our files."""
-    if not parent:
-        return
+    `parent` 0: a forkserver worker (the daemon's), whose parent is the fork server: it
+    inherits none of our files, and dies with the fork server."""
     try:
         import ctypes
         import signal
@@ -270,7 +269,7 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the parent's exit still ends the pool
         pass
-    if os.getppid() != parent:
+    if parent and os.getppid() != parent:
         os._exit(1)
 
 
