@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import smtplib
 from datetime import datetime
 from email.message import EmailMessage
@@ -92,6 +93,39 @@ def naive_feeds(config: Config, stories: list[Story], now: datetime, outdir: Pat
         (outdir / f"{i}.json").write_text(json.dumps(jf, ensure_ascii=False, indent=1), "utf-8")
         written += 3
     return written
+
+
+def read_tree(root: Path) -> list[tuple[str, bytes]]:
+    """Every file a publish left under `root` (relpath, bytes), its own temp/staging dir and
+    lock excluded (the manifest is in: the publisher writes it too)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != ".digest-tmp")
+        for name in sorted(filenames):
+            if name == ".digest-lock":
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out.append((os.path.relpath(path, root), f.read()))
+    return out
+
+
+def write_tree(files: list[tuple[str, bytes]], dst: Path) -> int:
+    """The bare write loop: per file a temp file beside it, then `os.replace` (directories
+    made as they come). Returns files written."""
+    made: set[str] = set()
+    root = str(dst)
+    for rel, data in files:
+        path = os.path.join(root, rel)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return len(files)
 
 
 def naive_message(config: Config, renderer: Renderer, sub: Subscriber, ranked: list[Story],

@@ -103,6 +103,18 @@ def step_publish(workdir: Path, a: dict) -> dict:
             "removed": _n(rep.removed)}
 
 
+def step_write_floor(workdir: Path, a: dict) -> dict:
+    """The write floor of a full publish: the very bytes it wrote (read first, not timed),
+    written again by a bare Python loop into a fresh dir with its layout, a temp file +
+    `os.replace` per file (no fsync: what a naive script does)."""
+    from naive import read_tree, write_tree
+
+    files = read_tree(Path(a["src"]))
+    dst = Path(a["dst"])
+    n, dt = timed(lambda: write_tree(files, dst))
+    return {"seconds": dt, "written": n, "bytes": sum(len(b) for _, b in files)}
+
+
 def step_naive_feeds(workdir: Path, a: dict) -> dict:
     from naive import naive_feeds
 

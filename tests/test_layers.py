@@ -22,6 +22,7 @@ LAYERS = {
     # the pure core: text in, values or bytes out, no state
     "ingest": 1, "templating": 1, "subscribers": 1, "i18n": 1,
     "publish.rank": 1, "publish.plan": 1, "publish.feeds": 1, "publish.site": 1,
+    "publish.text": 1, "publish.storypage": 1,
     "mail.editions": 1, "mail.render": 1, "mail.tokens": 1, "mail.message": 1,
     "mail.subjects": 1, "mail.wire": 1,
     "mail.refusals": 1, "publish.editions": 1, "mail.bounces": 1, "mail.verp": 1,
@@ -44,7 +45,7 @@ OWNERS = {
     "orjson": "codec",
     "feedgen": "publish.feeds", "lxml": "publish.feeds",
     "jinja2": "templating", "markupsafe": "templating",
-    "aiosmtplib": "mail.transports", "css_inline": "mail.render", "dkim": "mail",
+    "aiosmtplib": "mail.transports", "uvloop": "mail.transports", "css_inline": "mail.render", "dkim": "mail",
     "apscheduler": "scheduler", "watchfiles": "scheduler.daemon",
     "starlette": "web", "uvicorn": "web", "multipart": "web", "prometheus_client": "web",
     "tomllib": "config",

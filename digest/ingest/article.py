@@ -7,7 +7,7 @@ from datetime import datetime
 
 from digest.errors import ParseError
 from digest.ingest.limits import check_limits
-from digest.ingest.text import chinese_script, cjk_ratio, clean_line, derive_id
+from digest.ingest.text import chinese_script, cjk_ratio, clean_lines, derive_id
 from digest.models import Block, Story
 
 _IMAGE = re.compile(r"^!\[[^\]]{0,500}\]\([^)]{0,2000}\)$")
@@ -66,7 +66,7 @@ def looks_like_article(lines: list[str]) -> tuple[bool, str]:
 
 def parse_article(text: str, source: str, as_of: datetime) -> Story:
     """Parse a cleaned plain article into a one-language Story with an excerpt TL;DR."""
-    items = [(no, s) for no, raw in enumerate(text.split("\n"), 1) if (s := clean_line(raw))]
+    items = [(no, s) for no, s in enumerate(clean_lines(text), 1) if s]
     ok, why = looks_like_article([s for _, s in items])
     if not ok:
         raise ParseError(source, items[0][0] if items else 1, f"unknown layout: {why}",

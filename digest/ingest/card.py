@@ -11,7 +11,7 @@ from digest.ingest.limits import check_limits
 from digest.ingest.text import (
     chinese_script,
     cjk_ratio,
-    clean_line,
+    clean_lines,
     derive_id,
     has_cjk,
     latest_allowed,
@@ -200,7 +200,7 @@ def _bad(source: str, line: int, reason: str, hint: str) -> ParseError:
 def parse_card(text: str, source: str, as_of: datetime,
                not_after: datetime | None = None) -> Story:
     """Parse a cleaned card text (see text.clean_text) into a bilingual Story."""
-    items = [(no, s) for no, raw in enumerate(text.split("\n"), 1) if (s := clean_line(raw))]
+    items = [(no, s) for no, s in enumerate(clean_lines(text), 1) if s]
     if len(items) < 2:
         raise _bad(source, 1, "card has a header but no title line",
                    "the line after the header holds the English then the Chinese title")

@@ -232,6 +232,9 @@ class Renderer(MessageWriter):
                  list_name: str = "daily", tag_aliases: Mapping[str, str] | None = None) -> None:
         self.html_env = mail_html_environment(EMAIL_TEMPLATES)
         self.text_env = mail_text_environment(EMAIL_TEMPLATES)
+        # The templates are the package's and a Renderer lives for one run: no `stat` of
+        # every template (and each include, per story) on every render to see if it changed.
+        self.html_env.auto_reload = self.text_env.auto_reload = False
         self.inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.subject_template = subject_template

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import stat
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from digest.ingest.text import FUTURE_SLACK, derive_id, source_id
 from digest.models import Story, iso
 from digest.pipeline.status import LAST_INGEST, record_run
 from digest.store import DamagedBody, Store, open_store
+from digest.store.embedded import encode_story
 
 STORY_SUFFIXES = (".txt", ".json", ".md")
 # Store meta: resolved path of a file whose story id is a title hash → the id it produced,
@@ -89,11 +90,19 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     """Expand files and directories (their *.txt, *.json, *.md, sorted, not recursive).
 
     Returns the files, deduplicated, and a message for each path that does not exist."""
+    files, _, missing = _story_files(paths)
+    return files, missing
+
+
+def _story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str], list[str]]:
+    """`story_files`, plus each file's resolved path (the quarantine's and origin_ids' key)."""
     files: list[Path] = []
+    keys: list[str] = []
     missing: list[str] = []
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
+        real: Path | None = None  # the directory's resolved path
         if p.is_dir():
             try:
                 found = sorted(c for c in p.iterdir() if c.suffix.lower() in STORY_SUFFIXES
@@ -108,17 +117,21 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             missing += [f"{c}:1: is a symlink; not followed inside an inbox directory"
                         for c in links]
             found = [c for c in found if not c.is_symlink()]
+            # An entry of the listing that is no symlink resolves to the resolved directory
+            # plus its name: one resolve per directory, not one per file (~10k lstat calls).
+            real = p.resolve()
         elif p.exists():
             found = [p]
         else:
             missing.append(f"{p}: no such file or directory")
             continue
         for f in found:
-            key = f.resolve()
+            key = real / f.name if real is not None else f.resolve()
             if key not in seen:
                 seen.add(key)
                 files.append(f)
-    return files, missing
+                keys.append(str(key))
+    return files, keys, missing
 
 
 def _reject(report: IngestReport, message: str, hint: str = "") -> None:
@@ -200,6 +213,15 @@ CHUNK_FILES = 50  # files per task sent to a worker
 # Each batch is atomic; a run killed between batches has stored the earlier ones (a rerun
 # reports them unchanged).
 BATCH_STORIES = 1000
+# Every commit rewrites the whole index (all its shards), so with a fixed batch a big run's
+# cost grows with the square of the store (100k cards: 100 rewrites of up to 160 MB). A batch
+# may grow to a quarter of the stories already stored, up to this many (~10 KB of memory a
+# story while it waits): a bounded number of rewrites per doubling of the store.
+BATCH_STORIES_MAX = 5000
+
+
+def _batch_limit(stored: int) -> int:
+    return max(BATCH_STORIES, min(stored // 4, BATCH_STORIES_MAX))
 
 
 @dataclass
@@ -211,12 +233,16 @@ class _Prepared:
     parsed: list[Parsed] | None = None  # None when rejected, or skipped as quarantined
     error: tuple[str, str] | None = None  # (FILE:LINE: reason, hint)
     quarantine: str | None = None  # why to quarantine it (with `fp`), for a ParseError
+    # Per parsed story, `encode_story` of it (content hash, body bytes) as a worker computed
+    # it, so the storing process does not; None where not computed (in-process runs).
+    encoded: list[tuple[str, bytes] | None] | None = None
 
 
-def _prepare(path: Path, quarantined: Mapping[str, str], as_of: datetime | None) -> _Prepared:
-    """Read and parse one file; pure but for reading it (safe in a worker process). A file
-    quarantined with the same fingerprint is not parsed."""
-    shown, key = str(path), str(path.resolve())
+def _prepare(path: Path, key: str, quarantined: Mapping[str, str],
+             as_of: datetime | None) -> _Prepared:
+    """Read and parse one file (`key`: its resolved path); pure but for reading it (safe in
+    a worker process). A file quarantined with the same fingerprint is not parsed."""
+    shown = str(path)
     data, fp, err = _read(path, shown)
     if fp and quarantined.get(key) == fp:
         return _Prepared(key, fp)
@@ -273,8 +299,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _prepare_chunk(paths: list[Path], as_of: datetime | None) -> list[_Prepared]:
-    return [_prepare(p, _WORKER_QUARANTINED, as_of) for p in paths]
+def _encoded(story: Story) -> tuple[str, bytes] | None:
+    try:
+        return encode_story(story)
+    except DigestError:  # not valid Unicode: the store raises it again, in the parent
+        return None
+
+
+def _prepare_chunk(paths: list[tuple[Path, str]], as_of: datetime | None) -> list[_Prepared]:
+    """`_prepare` of each (path, key) in a worker, with each story's hash and body bytes."""
+    out = [_prepare(p, key, _WORKER_QUARANTINED, as_of) for p, key in paths]
+    for prep in out:
+        if prep.parsed:
+            prep.encoded = [_encoded(p.story) for p in prep.parsed]
+    return out
 
 
 def _workers(nfiles: int) -> int:
@@ -289,31 +327,35 @@ def _workers(nfiles: int) -> int:
     return min(cores, -(-nfiles // CHUNK_FILES)) if cores > 1 else 0
 
 
-def _prepared(files: list[Path], quarantined: Mapping[str, str],
+def _prepared(files: list[Path], keys: list[str], quarantined: Mapping[str, str],
               as_of: datetime | None) -> Iterator[_Prepared]:
     """`_prepare` of every file, in order: in this process for small runs, else in worker
     processes, with a bounded number of chunks in flight (memory stays flat when storing is
-    slower than parsing)."""
+    slower than parsing: at most about two batches of parsed stories are held)."""
     n = _workers(len(files))
     if n == 0:
-        for path in files:
-            yield _prepare(path, quarantined, as_of)
+        for path, key in zip(files, keys, strict=True):
+            yield _prepare(path, key, quarantined, as_of)
         return
     # fork shares the loaded code for free; a process with other threads (the daemon) uses
     # forkserver, since a fork copies locks other threads may hold.
     method = "fork" if threading.active_count() == 1 and "fork" in \
         multiprocessing.get_all_start_methods() else "forkserver"
-    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+    pairs = list(zip(files, keys, strict=True))
+    chunks = [pairs[i:i + CHUNK_FILES] for i in range(0, len(pairs), CHUNK_FILES)]
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method),
                              initializer=_worker_init,
                              initargs=(dict(quarantined), os.getpid() if method == "fork" else 0)
                              ) as pool:
         pending: deque[Future[list[_Prepared]]] = deque()
         todo = iter(chunks)
+        # Enough chunks in flight that the workers keep parsing while this process commits
+        # a batch (its body files wait on the disk): about one batch beyond what they hold.
+        window = 2 * n + BATCH_STORIES // CHUNK_FILES
         try:
             for chunk in todo:
                 pending.append(pool.submit(_prepare_chunk, chunk, as_of))
-                if len(pending) >= 2 * n:
+                if len(pending) >= window:
                     break
             while pending:
                 done = pending.popleft().result()
@@ -334,6 +376,7 @@ class _Batch:
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)  # (key, fp, reason)
     release: list[str] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # resolved path → title-hash id
+    encoded: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id → encode_story
 
 
 def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: datetime | None = None,
@@ -347,7 +390,8 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
 
     Parsing happens outside the store lock (in worker processes, one per core, for runs of
     `PARALLEL_MIN_FILES` files or more); the stories, quarantine changes and origin ids are
-    then written in transactions of up to `BATCH_STORIES` stories, the last one also
+    then written in transactions of `BATCH_STORIES` stories (more in a big store, up to
+    `BATCH_STORIES_MAX`: `_batch_limit`), the last one also
     recording the run. Events come in file order, a batch's stories after its commit; a
     story id defined by two files is rejected across the whole run. Times: `as_of` (default:
     each file's mtime) resolves relative ages. A story already stored keeps its stored
@@ -356,7 +400,7 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     dated header) wins."""
     as_of = check_as_of(as_of)
     report = IngestReport()
-    files, missing = story_files(list(paths) if paths else list(config.ingest.paths))
+    files, keys, missing = _story_files(list(paths) if paths else list(config.ingest.paths))
     report.files = len(files)
     for msg in missing:
         _reject(report, msg, "check the path, or [ingest] paths in config.toml")
@@ -369,7 +413,11 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
     owner: dict[str, str] = {}  # story id → file that defined it in this run
     counts = dict.fromkeys(("added", "updated", "unchanged"), 0)
     batch = _Batch()
-    for i, (path, prep) in enumerate(zip(files, _prepared(files, quarantined, as_of),
+    # Only a run that will commit more than one batch asks the store's size (it reads the
+    # whole index, which a one-file ingest into a big store does not).
+    stored = store.story_count() if len(files) > BATCH_STORIES else 0
+    limit = _batch_limit(stored)
+    for i, (path, prep) in enumerate(zip(files, _prepared(files, keys, quarantined, as_of),
                                          strict=True), 1):
         if progress is not None:
             progress(i, len(files))
@@ -388,6 +436,7 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
         parsed = prep.parsed
         assert parsed is not None
         tracked = _title_hashed(parsed, shown)
+        derived_id = tracked.id if tracked is not None else None
         if tracked is not None:
             prev = origins.get(key)
             if (prev and prev != tracked.id and prev not in owner
@@ -401,11 +450,22 @@ def ingest_paths(config: Config, paths: Iterable[Path] | None = None, as_of: dat
             continue
         for p in parsed:
             owner[p.story.id] = shown
+        if prep.encoded is not None:
+            ids = Counter(p.story.id for p in parsed)
+            for p, enc in zip(parsed, prep.encoded, strict=True):
+                # Not for a story whose id was just pinned to its file's earlier one (its
+                # hash and body name the id the worker saw), nor for an id a JSON array
+                # repeats (the store sees both stories, each with its own values).
+                if (enc is not None and not (p.story is tracked and p.story.id != derived_id)
+                        and ids[p.story.id] == 1):
+                    batch.encoded[p.story.id] = enc
         batch.good.extend(parsed)
         if old is not None:
             batch.release.append(key)
-        if len(batch.good) >= BATCH_STORIES:
+        if len(batch.good) >= limit:
             _store_batch(store, batch, as_of, report, echo, counts)
+            stored += len(batch.good)
+            limit = _batch_limit(stored)
             batch = _Batch()
     _store_batch(store, batch, as_of, report, echo, counts, last=True)
     if echo is not None:
@@ -418,15 +478,16 @@ def _store_batch(store: Store, batch: _Batch, as_of: datetime | None, report: In
                  last: bool = False) -> None:
     """One transaction: the batch's stories, quarantine changes and origin ids (and, for the
     `last` batch, the run's record); then one event per story, in order."""
-    good = batch.good
+    good, encoded = batch.good, batch.encoded
     with store.transaction():
         for p in good:
             # An explicit --as-of restates when the files were written: their derived times
             # are resolved again (and reported as updated), not kept from the store.
-            if as_of is None:
-                _keep_published(store, p)
-        retimed = _retimed(store, good) if as_of is not None else set()
-        results = store.upsert_stories([p.story for p in good], force=retimed) if good else []
+            if as_of is None and _keep_published(store, p, encoded):
+                encoded.pop(p.story.id, None)  # new times: the worker's body bytes are stale
+        retimed = _retimed(store, good, encoded) if as_of is not None else set()
+        results = store.upsert_stories([p.story for p in good], force=retimed,
+                                       encoded=encoded) if good else []
         for key, fp, reason in batch.quarantine:
             store.quarantine_put(key, fp, reason)
         for key in batch.release:
@@ -465,12 +526,19 @@ def _title_hashed(parsed: list[Parsed], shown: str) -> Story | None:
     return s
 
 
-def _retimed(store: Store, good: list[Parsed]) -> set[str]:
+def _content_hash(s: Story, encoded: Mapping[str, tuple[str, bytes]]) -> str:
+    pre = encoded.get(s.id)
+    return pre[0] if pre is not None else s.content_hash()
+
+
+def _retimed(store: Store, good: list[Parsed],
+             encoded: Mapping[str, tuple[str, bytes]]) -> set[str]:
     """Ids of stored stories with the same text whose times an explicit --as-of changed."""
     out = set()
     for p in good:
         s = p.story
-        if store.story_hash(s.id) == s.content_hash():
+        stored_hash = store.story_hash(s.id)
+        if stored_hash is not None and stored_hash == _content_hash(s, encoded):
             try:
                 old = store.get_story(s.id)
             except DamagedBody:
@@ -480,16 +548,22 @@ def _retimed(store: Store, good: list[Parsed]) -> set[str]:
     return out
 
 
-def _keep_published(store: Store, p: Parsed) -> None:
-    """For a changed, already stored story with derived times, keep the stored `published`."""
+def _keep_published(store: Store, p: Parsed, encoded: Mapping[str, tuple[str, bytes]]) -> bool:
+    """For a changed, already stored story with derived times, keep the stored `published`.
+    True when it changed the story's times."""
     s = p.story
+    if p.exact_times:
+        return False
     stored_hash = store.story_hash(s.id)
-    if stored_hash is None or stored_hash == s.content_hash() or p.exact_times:
-        return
+    if stored_hash is None or stored_hash == _content_hash(s, encoded):
+        return False
     try:
         old = store.get_story(s.id)
     except DamagedBody:
-        return  # the stored body cannot be read (this ingest rewrites it): keep the new times
-    if old is not None:
-        s.published = old.published
-        s.updated = max(s.updated, s.published)
+        return False  # the stored body cannot be read (this ingest rewrites it): keep the new times
+    if old is None:
+        return False
+    before = (s.published, s.updated)
+    s.published = old.published
+    s.updated = max(s.updated, s.published)
+    return (s.published, s.updated) != before

@@ -8,13 +8,23 @@ the settings and the code form one `build` key for the whole tree. A file whose 
 unchanged and whose stat still matches the manifest is not rebuilt, and its story bodies are
 not even loaded. When neither the store's index files nor the build key changed, the whole
 tree is known to be current after a stat of each file (`_unchanged_report`).
+
+What is checked when: a publish with nothing new stats every file the manifest lists, and
+any that differs from its entry (deleted, edited, truncated) makes it a full publish, which
+rebuilds it. A full publish (a build change, an edited or deleted story, no plan state)
+stats every file. The publish after a few new stories (`_publish_new`) reads only the
+index shards that changed, stats the feeds, tag pages, index and new story pages it may
+rebuild, and trusts the manifest for the other story pages; a damaged one among those is
+repaired by the next publish that has nothing new (the daemon's next tick).
 """
 
 from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,16 +37,25 @@ from digest.publish import editions as edpub
 from digest.publish import workers as pageworkers
 from digest.publish.feeds import FORMATS, FeedSpec
 from digest.publish.keys import (
+    STATE_VERSION,
+    advance,
     build_key,
     file_keys,
+    plan_state,
     story_sigs,
     unix_seconds,
 )
 from digest.publish.plan import Plan, make_plan, select
 from digest.publish.rank import Ranked, rank
 from digest.publish.site import story_path, tag_page_path
+from digest.publish.text import _SAFE_ID
 from digest.publish.tree import Tree, open_tree
 from digest.store.base import DamagedBody
+
+# The top directory of the story pages (digest.publish.site.story_path).
+STORIES = "stories"
+# digest.pipeline.websub.PENDING, the store meta key of queued pings (a test keeps them equal).
+WEBSUB_PENDING = "websub_pending"
 
 
 @dataclass
@@ -119,6 +138,8 @@ def _ping(config: Config, store: Any, report: PublishReport) -> Any:
     """WebSub pings for the feeds whose bytes changed, after the tree is committed and its
     lock released (hubs fetch what is on disk); retries the ones earlier publishes left. A
     hub never fails the publish: what it does not take stays queued (digest.pipeline.websub)."""
+    if not config.websub.hubs and not store.meta_get(WEBSUB_PENDING):
+        return None  # no WebSub: not even its module (urllib, http.client) is imported
     from digest.errors import DigestError
     from digest.pipeline import websub
 
@@ -143,43 +164,147 @@ def _publish_tree(config: Config, store: Any, now: datetime) -> PublishReport:
     with open_tree(out) as tree:
         sig = store.signature()
         # Editions live in store meta, not in the signature: their own signature decides.
-        esig = edpub.signature(_edition_records(config, store))
+        records = _edition_records(config, store)
+        esig = edpub.signature(records)
         done = _unchanged_report(tree, out, build, sig, now) \
             if tree.meta.get("editions", "") == esig else None
         if done is not None:
             return done
-        # One read transaction: a consistent snapshot of index and hashes, and the store
-        # checks its index files once instead of twice per story_hash call (20k stats).
-        with store.transaction(), _gc_paused():
-            index = store.list_stories()
-            every = getattr(store, "story_hashes", None)  # one pass (embedded store)
-            hashes = every() if every is not None else {s.id: store.story_hash(s.id) for s in index}
-        # A story whose body cannot be read is skipped, not the whole publish: a round
-        # collects every damaged body it needs; the next plans without those stories (their
-        # pages stay as the last publish wrote them). Rounds end when none is found.
-        damaged: dict[str, DamagedBody] = {}
-        while True:
-            found: dict[str, DamagedBody] = {}
-            stories = [s for s in index if s.id not in damaged]
-            result = _render(config, store, tree, build, now, stories, hashes, found)
-            if not found:
-                break
-            tree.close()  # this round's staged files
-            damaged.update(found)
-        plan, keys, sigs, kept, same = result
+        report = _publish_new(config, store, tree, build, sig, esig, records, now)
+        if report is None:
+            report = _publish_all(config, store, tree, build, sig, esig, records, now)
+    return report
+
+
+def _publish_all(config: Config, store: Any, tree: Tree, build: str, sig: str, esig: str,
+                 records: dict[str, list[edpub.EditionRecord]], now: datetime) -> PublishReport:
+    """Plan every stored story (the full plan) and write what changed."""
+    out = tree.outdir
+    stats = getattr(store, "index_stats", None)  # the plan state needs index shards
+    # One read transaction: a consistent snapshot of index and hashes, and the store
+    # checks its index files once instead of twice per story_hash call (20k stats).
+    with store.transaction(), _gc_paused():
+        shards = stats() if stats is not None else None
+        index = store.list_stories()
+        every = getattr(store, "story_hashes", None)  # one pass (embedded store)
+        hashes = every() if every is not None else {s.id: store.story_hash(s.id) for s in index}
+    # A story whose body cannot be read is skipped, not the whole publish: a round
+    # collects every damaged body it needs; the next plans without those stories (their
+    # pages stay as the last publish wrote them). Rounds end when none is found.
+    damaged: dict[str, DamagedBody] = {}
+    while True:
+        found: dict[str, DamagedBody] = {}
+        stories = [s for s in index if s.id not in damaged]
+        with _gc_paused():
+            plan = make_plan(config, stories, now)
+            sigs = story_sigs(plan, hashes)
+            plan.edition_specs, groups = _edition_files(config, plan, records, sigs)
+            keys = file_keys(plan, sigs)
+        result = _render(config, store, tree, build, plan, sigs, keys, groups, stories, found)
+        if not found:
+            break
+        tree.close()  # this round's staged files
+        damaged.update(found)
+    kept, same = result
+    if damaged:
+        previous = set(tree.previous)
         kept += [r for r in (story_path(i) for i in sorted(damaged))
-                 if r in tree.previous and (out / r).is_file()]
-        max_pub = max((unix_seconds(s.published) for s in stories), default=0)
-        meta = {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
-                "stories": len(stories), "feeds": plan.feed_paths(),
-                "items": {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}}
-        if damaged:
-            meta["skipped"] = sorted(damaged)
-        if esig:
-            meta["editions"] = esig
-        report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta)
-    return PublishReport(output=out, written=report.written, unchanged=report.unchanged,
-                         removed=report.removed, feeds=plan.feed_paths(), stories=len(stories),
+                 if r in previous and (out / r).is_file()]
+    state = None
+    if shards is not None and not damaged:
+        state = plan_state(plan, stories, hashes, shards, store.shard_name,
+                           _edition_story_ids(records), build)
+    max_pub = max((unix_seconds(s.published) for s in stories), default=0)
+    return _commit(tree, plan, sigs, keys, kept, same, build, esig, state, damaged,
+                   {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
+                    "stories": len(stories)})
+
+
+def _publish_new(config: Config, store: Any, tree: Tree, build: str, sig: str, esig: str,
+                 records: dict[str, list[edpub.EditionRecord]], now: datetime
+                 ) -> PublishReport | None:
+    """The publish after a few new stories, from the last plan state (digest.publish.keys):
+    only the index shards that changed are read, only the new stories' pages are rendered,
+    and the other story pages are kept as the manifest lists them, unread and unstatted.
+    (A publish with nothing new stats every file, `_unchanged_report`; a full plan, on any
+    build change, checks every page's stat.) None when this does not apply: then
+    `_publish_all`."""
+    meta = tree.meta
+    if tree.build != build or meta.get("editions", "") != esig or meta.get("skipped") \
+            or meta.get("future", True) or not hasattr(store, "index_stats"):
+        return None
+    state = tree.read_state()
+    if state is None or state.get("v") != STATE_VERSION or state.get("build") != build:
+        return None
+    with store.transaction():
+        shards = store.index_stats()
+        before = state.get("shards") or {}
+        if not before.keys() <= shards.keys():
+            return None  # a shard file went: a full plan says what is left
+        changed = [n for n, st in shards.items() if list(st) != before.get(n)]
+        if not changed or 2 * len(changed) > len(shards):
+            return None  # nothing new in the index (a file to repair), or much: plan all
+        fresh_records = store.shard_records(changed)
+    with _gc_paused():
+        try:
+            step = advance(state, config, now, fresh_records, shards, _edition_story_ids(records))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            step = None  # a state this code cannot read (a hand edit): plan everything
+        if step is None:
+            return None
+        plan, sigs = step.plan, step.sigs
+        plan.edition_specs, groups = _edition_files(config, plan, records, sigs)
+        keys = file_keys(plan, sigs, pages=step.new)
+    found: dict[str, DamagedBody] = {}
+    kept, same = _render(config, store, tree, build, plan, sigs, keys, groups, step.new, found)
+    if found:
+        tree.close()
+        return None  # the full plan skips the damaged story and reports it
+    # The other stories' pages: those the last run wrote (no story went, none is skipped),
+    # kept by the commit without reading their manifest shards; reported from the state.
+    others = _story_pages(step.state["ids"], {s.id for s in step.new})
+    max_pub = step.state["max_published"]
+    return _commit(tree, plan, sigs, keys, kept, same, build, esig, step.state, {},
+                   {"store": sig, "max_published": max_pub, "future": max_pub > now.timestamp(),
+                    "stories": len(step.state["ids"])}, keep_dir=STORIES, others=others)
+
+
+_SAFE_IDS = re.compile(rf"(?:{_SAFE_ID.pattern}\n)*")
+
+
+def _story_pages(ids: Sequence[str], but: set[str]) -> list[str]:
+    """`story_path` of each id not in `but` (the report's unchanged pages): ~100k, so the
+    common case, every id safe, is checked in one regex pass instead of one per id."""
+    rest = [i for i in ids if i not in but]
+    joined = "\n".join(rest) + "\n"
+    if joined.count("\n") == len(rest) and _SAFE_IDS.fullmatch(joined):
+        return [f"stories/{i}.html" for i in rest]
+    return [story_path(i) for i in rest]
+
+
+def _commit(tree: Tree, plan: Plan, sigs: dict[str, str], keys: dict[str, str], kept: list[str],
+            same: list[str], build: str, esig: str, state: dict[str, Any] | None,
+            damaged: dict[str, DamagedBody], meta: dict[str, Any], keep_dir: str | None = None,
+            others: Sequence[str] = ()) -> PublishReport:
+    meta["feeds"] = plan.feed_paths()
+    meta["items"] = {spec.key: [sigs[s.id] for s in plan.chosen[spec.key]] for spec in plan.specs}
+    if damaged:
+        meta["skipped"] = sorted(damaged)
+    if esig:
+        meta["editions"] = esig
+    if state is not None:
+        # The state belongs to this manifest only: a run killed between the two writes
+        # leaves tokens that differ, and the next publish plans everything.
+        state["token"] = meta["state"] = secrets.token_hex(8)
+    else:
+        tree.drop_state()
+    report = tree.commit(keep=kept, keys=keys, unchanged=same, build=build, meta=meta,
+                         keep_dir=keep_dir)
+    report.unchanged += others
+    if state is not None:
+        tree.write_state(state)
+    return PublishReport(output=tree.outdir, written=report.written, unchanged=report.unchanged,
+                         removed=report.removed, feeds=plan.feed_paths(), stories=meta["stories"],
                          skipped=sorted(damaged),
                          warnings=[_skip_warning(damaged[i]) for i in sorted(damaged)])
 
@@ -206,18 +331,12 @@ def _skip_warning(e: DamagedBody) -> str:
     return f"skipped story {e.story_id}: {e.message}" + (f" (hint: {e.hint})" if e.hint else "")
 
 
-def _render(config: Config, store: Any, tree: Tree, build: str, now: datetime,
-            index: list[Story], hashes: dict[str, Any], damaged: dict[str, DamagedBody]
-            ) -> tuple[Plan, dict[str, str], dict[str, str], list[str], list[str]]:
-    """Plan `index` and stage every stale file; a story whose body cannot be read lands in
-    `damaged` (and whatever needed it is left unstaged). Returns (plan, keys, sigs, kept,
-    unchanged)."""
-    with _gc_paused():
-        plan = make_plan(config, index, now)
-        sigs = story_sigs(plan, hashes)
-        plan.edition_specs, edition_groups = _edition_files(config, plan,
-                                                            _edition_records(config, store), sigs)
-        keys = file_keys(plan, sigs)
+def _render(config: Config, store: Any, tree: Tree, build: str, plan: Plan, sigs: dict[str, str],
+            keys: dict[str, str], edition_groups: list[edpub.Group], pages: Sequence[Story],
+            damaged: dict[str, DamagedBody]) -> tuple[list[str], list[str]]:
+    """Stage every stale file of `plan` (story pages: those of `pages`); a story whose body
+    cannot be read lands in `damaged` (and whatever needed it is left unstaged). Returns
+    (kept, unchanged)."""
     for group in edition_groups:
         keys.update(dict.fromkeys(group.paths, group.key))
     valid = tree.build == build
@@ -243,7 +362,7 @@ def _render(config: Config, store: Any, tree: Tree, build: str, now: datetime,
         else:
             stale_specs.append(spec)
     stale_pages = []
-    for s in index:
+    for s in pages:
         if fresh(story_path(s.id)):
             kept.append(story_path(s.id))
         else:
@@ -303,7 +422,12 @@ def _render(config: Config, store: Any, tree: Tree, build: str, now: datetime,
             same.extend(unchanged)
             for e in skipped:
                 damaged.setdefault(e.story_id, e)
-    return plan, keys, sigs, kept, same
+    return kept, same
+
+
+def _edition_story_ids(records: dict[str, list[edpub.EditionRecord]]) -> set[str]:
+    """The stories the edition pages show (their index records are kept in the state)."""
+    return {i for recs in records.values() for r in recs for i in r.stories}
 
 
 def _edition_records(config: Config, store: Any) -> dict[str, list[edpub.EditionRecord]]:
@@ -331,7 +455,7 @@ def _reuse_feed_content(tree: Tree, plan: Plan, spec: FeedSpec, old_sigs: Any,
     """Seed `plan` with the item content of this feed's last JSON Feed, if that file is
     still exactly what the last run (same build key) wrote."""
     rel = spec.path("json")
-    entry = tree.entries.get(rel)
+    entry = tree.entry(rel)
     if not isinstance(old_sigs, list) or entry is None or entry.key is None \
             or not tree.fresh(rel, entry.key):
         return

@@ -4,13 +4,17 @@ composition in digest.mail.message; this module holds the journal protocol aroun
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from digest import subscribers
 from digest.config import Config, DigestConfig
@@ -22,12 +26,18 @@ from digest.mail.refusals import describe, session_hint
 from digest.mail.render import InvalidAddress
 from digest.mail.transports import Envelope, Outcome, Transport, open_transport
 from digest.models import Story, Subscriber, iso
-from digest.pipeline.explain import why_nothing
 from digest.pipeline.secrets import site_secret
-from digest.pipeline.sendplan import _active, _plan_jobs, _ranked, _record_editions
+from digest.pipeline.sendplan import (
+    _active,
+    _body_uses,
+    _plan_jobs,
+    _ranked,
+    _record_editions,
+    _why,
+)
 from digest.pipeline.sendreport import _FINAL, SendReport
 from digest.store import StoreBackend, email_key, open_store
-from digest.store.base import CLAIM_LEASE_SECONDS
+from digest.store.base import CLAIM_LEASE_SECONDS, Journal
 
 log = logging.getLogger("digest.send")
 
@@ -101,6 +111,49 @@ def _record(dcfg: DigestConfig, job: Job, state: str, mid: str, ids: Sequence[st
     return rec
 
 
+class _OutcomeWriter:
+    """Outcome records reach the journal from one thread, in order, so the SMTP event loop
+    never stops for an fsync (~5 ms each on a plain disk: a few per batch of 100 was a tenth
+    of a send). `wait` returns once everything handed over is durable (raising the first
+    error); the sender waits before each claim and before it returns, so what is at risk
+    from a kill is what it always was: the outcomes of the last moment, resent later with
+    their Message-ID."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        # `append` runs on the transport's thread (on_outcome), `wait` on the sender's.
+        self._lock = threading.Lock()
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="digest-journal")
+            self._pending.append(self._pool.submit(self._journal.append, list(records)))
+
+    def wait(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        error: BaseException | None = None
+        for f in pending:
+            e = f.exception()
+            error = error or e
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
 def send_digest(config: Config, name: str | None = None, now: datetime | None = None,
                 dry_run: bool = False, due_only: bool = False, *,
                 transport: Transport | None = None) -> SendReport:
@@ -131,11 +184,15 @@ def send_digest(config: Config, name: str | None = None, now: datetime | None = 
             record_run(store, LAST_SEND, datetime.now(UTC), digest=dcfg.name,
                        sent=len(report.sent), failed=len(report.failed),
                        bounced=len(report.bounced))
-        if report.sent or report.editions:
-            _publish_editions(config, now, report)
-        return report
     finally:
         store.close()
+    # The publish opens its own store: this one (its journal state: ~50 MB at 100,000
+    # subscribers) goes first, so the two never sit in memory together.
+    del store
+    if report.sent or report.editions:
+        gc.collect()  # the store's objects form cycles (storages name their store)
+        _publish_editions(config, now, report)
+    return report
 
 
 def _send_locked(config: Config, dcfg: DigestConfig, store: StoreBackend, now: datetime,
@@ -147,7 +204,7 @@ def _send_locked(config: Config, dcfg: DigestConfig, store: StoreBackend, now: d
     exclusive = store.kind == "embedded"  # send_lock made this the only sender
     subs = None if dry_run or exclusive else _rotated(store, random.Random())
     unconfirmed: set[str] = set()
-    ranked = _ranked(config, now)
+    ranked = _ranked(config, now, dcfg)
     jobs = _plan_jobs(config, dcfg, store, now, due_only, report, subs, unconfirmed, ranked)
     recorded: set[tuple[str, str]] = set()  # (edition, langs) known to be in store meta
     # Under an exclusive send lock any `sending` record is a dead sender's: free at once.
@@ -155,41 +212,71 @@ def _send_locked(config: Config, dcfg: DigestConfig, store: StoreBackend, now: d
     lease = 0.0 if exclusive else CLAIM_LEASE_SECONDS
     composer: Composer | None = None
     own = transport is None
+    writer = _OutcomeWriter(store.journal)
+    # The claimed batch on the wire while the next one is planned and composed (not claimed:
+    # a refusal in this one leaves the next unclaimed and unsent).
+    flight: _Flight | None = None
     try:
         while batch := list(itertools.islice(jobs, BATCH)):
             if composer is None:  # first job: nothing due persists no site secret
                 composer = Composer(config, dcfg,
                                     site_secret(config, store, persist=not dry_run), now,
                                     sign=None if dry_run else dkim_sign(config))
+                if not dry_run and store.kind == "embedded":
+                    # The only sender (send_lock): the plan cannot change under it, so a
+                    # planning pass tells when each body is needed for the last time.
+                    composer.uses = _body_uses(config, dcfg, store, now, due_only, ranked)
             if dry_run:
                 for job in batch:
                     body = composer.body(job.sub.languages, job.stories, job.edition)
                     report.would_send.append((job.sub.email, job.edition, len(body.story_ids)))
                 continue
             transport = transport or open_mail(config)
+            built = _compose(composer, batch, report)
+            if flight is not None:
+                flight.finish()
+                if _stopped(config, composer, transport, report):
+                    break
             _record_editions(store, dcfg, batch, ranked, now, report, recorded)
-            _send_batch(store, dcfg, composer, transport, composer.renderer.sender_addr,
-                        batch, now, report, lease, unconfirmed)
+            flight = _start_batch(store, dcfg, composer, transport, built, now, report, lease,
+                                  unconfirmed, writer=writer)
             unconfirmed.clear()
-            if transport.refusal is not None:  # every later message would be refused too
-                smtp = config.smtp
-                report.stopped = describe(transport.refusal, smtp.username)
-                report.stop_hint = session_hint(
-                    transport.refusal, password_env=smtp.password_env, username=smtp.username,
-                    sender=composer.renderer.sender_addr, host=smtp.host)
-                break
+        if flight is not None and composer is not None and transport is not None:
+            flight.finish()
+            _stopped(config, composer, transport, report)
     finally:
-        if own and transport is not None:
-            transport.close()
-    report.renders = len(composer.bodies) if composer else 0
+        try:
+            if flight is not None:
+                flight.finish()  # after an error: what the batch on the wire did is journalled
+        finally:
+            try:
+                writer.close()  # every outcome handed over is durable before the report
+            finally:
+                if own and transport is not None:
+                    transport.close()  # joins its thread: publish may fork after this
+    report.renders = composer.rendered if composer else 0
     return report
 
 
-def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
-                transport: Transport, sender: str, jobs: list[Job], now: datetime,
-                report: SendReport, lease: float = CLAIM_LEASE_SECONDS,
-                unconfirmed: set[str] | frozenset[str] = frozenset()) -> None:
-    at = iso(now)
+def _stopped(config: Config, composer: Composer, transport: Transport,
+             report: SendReport) -> bool:
+    """Whether the relay refused the session (every later message would be refused too):
+    then the run stops, with the reason and a hint in the report."""
+    if transport.refusal is None:
+        return False
+    smtp = config.smtp
+    report.stopped = describe(transport.refusal, smtp.username)
+    report.stop_hint = session_hint(
+        transport.refusal, password_env=smtp.password_env, username=smtp.username,
+        sender=composer.renderer.sender_addr, host=smtp.host)
+    return True
+
+
+_Built = tuple[Job, bytes, str, Any]  # job, message bytes, Message-ID, body
+
+
+def _compose(composer: Composer, jobs: list[Job], report: SendReport) -> list[_Built]:
+    """The batch's messages (nothing claimed: the batch before may still be on the wire)."""
     built = []
     for job in jobs:
         try:
@@ -199,7 +286,30 @@ def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
             report.failed.append((shown, "refused: unsafe or invalid address"))
             continue
         built.append((job, data, mid, body))
-    # Claim before the SMTP conversation: only what this sender claimed is sent here.
+    return built
+
+
+def _submit(transport: Transport, envelopes: list[Envelope],
+            on_outcome: Callable[[int, Outcome], None]) -> Future[list[Outcome]]:
+    submit = getattr(transport, "submit", None)
+    if submit is not None:
+        return submit(envelopes, on_outcome)
+    done: Future[list[Outcome]] = Future()  # a transport with `send` only (tests)
+    done.set_result(transport.send(envelopes, on_outcome))
+    return done
+
+
+def _start_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
+                 transport: Transport, built: list[_Built], now: datetime, report: SendReport,
+                 lease: float = CLAIM_LEASE_SECONDS,
+                 unconfirmed: set[str] | frozenset[str] = frozenset(), *,
+                 writer: _OutcomeWriter) -> _Flight | None:
+    """Claim the composed batch and hand what this sender claimed to the transport; the
+    returned flight's `finish` waits for it. None when nothing here was claimed."""
+    at = iso(now)
+    # Claim before the SMTP conversation: only what this sender claimed is sent here. The
+    # previous batch's outcomes are durable first (`finish` handed the last of them over).
+    writer.wait()
     claimed = store.journal.claim([_record(dcfg, j, "sending", m, b.story_ids, at)
                                    for j, _, m, b in built], lease_seconds=lease)
     mine = {(r["edition"], email_key(r["email"])): r for r in claimed}
@@ -214,70 +324,102 @@ def _send_batch(store: StoreBackend, dcfg: DigestConfig, composer: Composer,
             log.warning("%s %s %s: attempted before without a recorded outcome; resending "
                         "with the same Message-ID", dcfg.name, job.edition, job.sub.email)
         kept.append(item)
-    built = kept
-    if not built:
-        return
-    # Group commit: outcomes are journalled as they arrive, at most one fsync per
-    # FLUSH_SECONDS, so a kill loses only the last moment's `sent` records (those are then
-    # resent with their Message-ID) while the per-message cost stays a fraction of an fsync.
-    pending: list[dict] = []
-    recorded: set[int] = set()
-    last = [time.monotonic()]
-    started = last[0]
-
-    def on_outcome(i: int, out: Outcome) -> None:
-        job, _, mid, body = built[i]
-        recorded.add(i)
-        # `at` runs on the run's clock (`now` plus the time elapsed) so retry spacing,
-        # computed from it against a later run's `now`, is consistent under --now too.
-        when = now + timedelta(seconds=time.monotonic() - started)
-        pending.append(_record(dcfg, job, out.state, mid, body.story_ids, iso(when),
-                               out.reason, out.state == "failed" and out.permanent))
-        if time.monotonic() - last[0] >= FLUSH_SECONDS:
-            store.journal.append(pending)
-            pending.clear()
-            last[0] = time.monotonic()
-
-    got: dict[int, Outcome] = {}
-    step = RENEW_EVERY if lease > 0 else len(built)  # lease 0: the only sender (send_lock)
-    for lo in range(0, len(built), step):
-        part = list(range(lo, min(lo + step, len(built))))
+    if not kept:
+        return None
+    flight = _Flight(store, dcfg, kept, now, report, writer)
+    sender = composer.renderer.sender_addr
+    step = RENEW_EVERY if lease > 0 else len(kept)  # lease 0: the only sender (send_lock)
+    for lo in range(0, len(kept), step):
+        part = list(range(lo, min(lo + step, len(kept))))
         if lease > 0:  # send only what is still ours; StoreError (session gone) stops here
-            keys = [(built[i][0].edition, email_key(built[i][0].sub.email)) for i in part]
+            flight.wait()  # the part before is done: the renew is right before this one
+            keys = [(kept[i][0].edition, email_key(kept[i][0].sub.email)) for i in part]
             held = {(r["edition"], email_key(r["email"])) for r in
                     store.journal.renew([mine[k] for k in keys], lease_seconds=lease)}
             report.elsewhere += sum(1 for k in keys if k not in held)
             part = [i for i, k in zip(part, keys, strict=True) if k in held]
-        if not part:
-            continue
-        outs = transport.send(
-            [Envelope(composer.envelope_sender(j) if composer.return_path else sender,
-                      j.sub.email, d, wire_ready=True) for j, d, _, _ in (built[i] for i in part)],
-            on_outcome=lambda k, out, part=part: on_outcome(part[k], out))
-        for k, out in enumerate(outs):
-            got[part[k]] = out
-            if part[k] not in recorded:  # a transport that did not report as it went
-                on_outcome(part[k], out)
-    store.journal.append(pending)
-    bounced = []
-    for i, out in sorted(got.items()):
-        job, _, mid, _ = built[i]
-        if out.state == "sent":
-            report.sent.append(job.sub.email)
-            if job.resend or out.ambiguous:
-                report.ambiguous.append((job.sub.email, mid))
-        elif out.state == "bounced":
-            report.bounced.append((job.sub.email, out.reason))
-            bounced.append(job.sub.email)
-        else:
-            reason = f"{out.reason} {_FINAL}" if out.permanent else out.reason
-            report.failed.append((job.sub.email, reason))
-            if not out.session:  # a refused session is logged once, by the transport
-                log.warning("%s: not delivered to %s: %s", dcfg.name, job.sub.email, reason)
-    if bounced:
-        with store.transaction():
-            for email in bounced:
-                store.update_subscriber(email, **subscribers.bounced())
+        if part:
+            flight.send(transport, [
+                Envelope(composer.envelope_sender(j) if composer.return_path else sender,
+                         j.sub.email, d, wire_ready=True)
+                for j, d, _, _ in (kept[i] for i in part)], part)
+    return flight
+
+
+class _Flight:
+    """A claimed batch on the transport. Outcomes are journalled as they arrive, on the
+    transport's thread; `finish` (on the sender's) waits for the send and fills the report.
+    Group commit: at most one journal append per FLUSH_SECONDS, so a kill loses only the
+    last moment's `sent` records (those are then resent with their Message-ID) while the
+    per-message cost stays a fraction of an fsync."""
+
+    def __init__(self, store: StoreBackend, dcfg: DigestConfig, built: list[_Built],
+                 now: datetime, report: SendReport, writer: _OutcomeWriter) -> None:
+        self.store, self.dcfg, self.built, self.now = store, dcfg, built, now
+        self.report, self.writer = report, writer
+        # Touched by one thread at a time: the transport's while it sends, then `finish`.
+        self.pending: list[dict] = []
+        self.recorded: set[int] = set()
+        self.started = self.last = time.monotonic()
+        self.sends: list[tuple[list[int], Future[list[Outcome]]]] = []
+        self.finished = False
+
+    def on_outcome(self, i: int, out: Outcome) -> None:
+        job, _, mid, body = self.built[i]
+        self.recorded.add(i)
+        # `at` runs on the run's clock (`now` plus the time elapsed) so retry spacing,
+        # computed from it against a later run's `now`, is consistent under --now too.
+        now = time.monotonic()
+        when = self.now + timedelta(seconds=now - self.started)
+        self.pending.append(_record(self.dcfg, job, out.state, mid, body.story_ids, iso(when),
+                                    out.reason, out.state == "failed" and out.permanent))
+        if now - self.last >= FLUSH_SECONDS:
+            self.writer.append(self.pending)
+            self.pending = []
+            self.last = now
+
+    def send(self, transport: Transport, envelopes: list[Envelope], part: list[int]) -> None:
+        self.sends.append((part, _submit(
+            transport, envelopes, lambda k, out: self.on_outcome(part[k], out))))
+
+    def wait(self) -> None:
+        for _, f in self.sends:
+            f.exception()  # raised by `finish`
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        got: dict[int, Outcome] = {}
+        try:
+            for part, f in self.sends:
+                for k, out in enumerate(f.result()):
+                    got[part[k]] = out
+                    if part[k] not in self.recorded:  # a transport that did not report
+                        self.on_outcome(part[k], out)
+        finally:
+            self.writer.append(self.pending)
+            self.pending = []
+        report, bounced = self.report, []
+        for i, out in sorted(got.items()):
+            job, _, mid, _ = self.built[i]
+            if out.state == "sent":
+                report.sent.append(job.sub.email)
+                if job.resend or out.ambiguous:
+                    report.ambiguous.append((job.sub.email, mid))
+            elif out.state == "bounced":
+                report.bounced.append((job.sub.email, out.reason))
+                bounced.append(job.sub.email)
+            else:
+                reason = f"{out.reason} {_FINAL}" if out.permanent else out.reason
+                report.failed.append((job.sub.email, reason))
+                if not out.session:  # a refused session is logged once, by the transport
+                    log.warning("%s: not delivered to %s: %s", self.dcfg.name, job.sub.email,
+                                reason)
+        if bounced:
+            with self.store.transaction():
+                for email in bounced:
+                    self.store.update_subscriber(email, **subscribers.bounced())
 
 
 # --- preview --------------------------------------------------------------------------------
@@ -305,11 +447,11 @@ def preview(config: Config, name: str | None = None, email: str | None = None,
         sub = Subscriber(email="preview@example.com", status="active",
                          languages=subscribers.parse_languages(langs, "--lang"))
         sent = frozenset()
-    ranked = _ranked(config, now)
+    ranked = _ranked(config, now, dcfg)
     stories = plan_stories(ranked, sent, sub.tags, dcfg.max_stories, config.tags, now=now,
                            max_age=timedelta(hours=dcfg.max_age_hours), languages=sub.languages)
     if not stories:
-        why = why_nothing(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
+        why = _why(ranked, sent, sub.tags, sub.languages, now, dcfg.max_age_hours,
                           config.tags)
         raise DigestError(f"nothing new to preview for {sub.email}: {why}",
                           "ingest newer stories (`digest ingest`), raise [[digests]] "

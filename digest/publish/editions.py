@@ -28,7 +28,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 
 from digest.i18n import HTML_LANG
-from digest.mail.render import localized_title, long_date, reader_languages, story_view
+from digest.mail.subjects import localized_title, long_date, reader_languages
 from digest.models import Story, iso, parse_iso
 from digest.publish.feeds import FORMATS, Feed, FeedItem, FeedSpec, feed_files, join_url
 
@@ -155,6 +155,10 @@ class Renderer:
 
     def views(self, rec: EditionRecord) -> list:
         """The record's stories still stored, as the mail shows them (mail.render.story_view)."""
+        # Imported here: mail.render brings css_inline, which a publish without editions
+        # (and the check whether anything changed) does not need.
+        from digest.mail.render import story_view
+
         langs = combo_languages(rec.langs)
         shown = (story_view(s, langs, self.base, self.aliases)
                  for s in (self.stories.get(i) for i in rec.stories) if s is not None)

@@ -154,10 +154,15 @@ class Plan:
     chosen: dict[str, list[Story]]
     limit: int
     _content: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+    _tldr: dict[tuple[str, str], str] = field(default_factory=dict)  # one render per version
     _tag_choices: list[TagChoice] | None = None
     # The editions feeds (digest.publish.editions), set by the publisher when editions were
     # sent: listed in index.html and feeds.opml after the others (none: bytes as before).
     edition_specs: list[FeedSpec] = field(default_factory=list)
+    # What the incremental publisher keeps (digest.publish.keys.plan_state): each story's
+    # rank key and the feed times `distinct_updated` moved.
+    order_keys: dict[str, tuple] = field(default_factory=dict)
+    moved: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -200,9 +205,16 @@ class Plan:
             updated=max(story.updated, story.published),
             tags=tuple(story.tags),
             summary_text=typeset(" ".join(story.tldr.get(code) or []), code),
-            summary_html=self.site.tldr_html(story, code),
+            summary_html=self._tldr_html(story, code),
             content_html=content,
         )
+
+    def _tldr_html(self, story: Story, code: str) -> str:
+        # A story is in several feeds (all, its language's, its tags'): rendered once.
+        html = self._tldr.get((story.id, code))
+        if html is None:
+            html = self._tldr[(story.id, code)] = self.site.tldr_html(story, code)
+        return html
 
     def feed(self, spec: FeedSpec, full: Callable[[Story], Story]) -> dict[str, bytes]:
         """The three files of one feed; `full` maps a (possibly index-only) story to the
@@ -296,19 +308,21 @@ def distinct_updated(stories: Sequence[Story], exact: Collection[str] = ()) -> d
     return moved
 
 
-def _with_feed_times(stories: Sequence[Story], ranked: list[Ranked]) -> tuple[list[Story], list[Ranked]]:
-    """The stories (and their ranking, unchanged) with `distinct_updated` applied; a moved
-    `published` follows its `updated` only where it would otherwise be later."""
+def _with_feed_times(stories: Sequence[Story], ranked: list[Ranked]
+                     ) -> tuple[list[Story], list[Ranked], dict[str, datetime]]:
+    """The stories (and their ranking, unchanged) with `distinct_updated` applied, and the
+    moved times; a moved `published` follows its `updated` only where it would otherwise
+    be later."""
     moved = distinct_updated(stories)
     if not moved:
-        return list(stories), ranked
-    new = {sid: _with_times(s, moved[sid]) for s in stories if (sid := s.id) in moved}
+        return list(stories), ranked, moved
+    new = {sid: with_times(s, moved[sid]) for s in stories if (sid := s.id) in moved}
     get = new.get
     return ([get(s.id, s) for s in stories],
-            [r if (n := get(r.story.id)) is None else _with_story(r, n) for r in ranked])
+            [r if (n := get(r.story.id)) is None else _with_story(r, n) for r in ranked], moved)
 
 
-def _with_times(s: Story, when: datetime) -> Story:
+def with_times(s: Story, when: datetime) -> Story:
     """`replace(s, updated=when, published=min(s.published, when))`, the same shallow copy
     without the dataclass machinery (~9k stories of a 10k store move on every publish)."""
     n = object.__new__(type(s))
@@ -330,15 +344,22 @@ def _with_story(r: Ranked, story: Story) -> Ranked:
 def make_plan(config: Config, stories: Sequence[Story], now: datetime, env: Any = None) -> Plan:
     """Rank `stories` (index records suffice) and decide every feed's selection. Feed items
     get `distinct_updated` times (so do the plan's stories: their build keys follow them)."""
-    stories, ranked = _with_feed_times(stories, rank(list(stories), now, config.rank))
+    keys: dict[str, tuple] = {}
+    stories, ranked, moved = _with_feed_times(stories, rank(list(stories), now, config.rank, keys))
     slugs = assign_slugs(stories, config.tags)  # every spelling → its tag's slug
-    # One feed per slug, titled by its first spelling.
-    specs = catalog(config.site.title, config.site.description,
-                    {t: slug for slug, t in {v: k for k, v in reversed(slugs.items())}.items()})
+    specs = feed_specs(config, slugs)
     limit = max(0, config.feeds.items)
     return Plan(config=config, stories=stories, ranked=ranked, slugs=slugs, specs=specs,
                 site=Site(config.site, slugs, specs, env=env),
-                chosen=choose(specs, ranked, limit, slugs), limit=limit)
+                chosen=choose(specs, ranked, limit, slugs), limit=limit,
+                order_keys=keys, moved=moved)
+
+
+def feed_specs(config: Config, slugs: dict[str, str]) -> list[FeedSpec]:
+    """Every feed of the site: one per language, then one per slug, titled by its first
+    spelling (`slugs`: every spelling → its tag's slug, in `assign_slugs` order)."""
+    return catalog(config.site.title, config.site.description,
+                   {t: slug for slug, t in {v: k for k, v in reversed(slugs.items())}.items()})
 
 
 def build_files(config: Config, stories: Sequence[Story], now: datetime,

@@ -73,9 +73,11 @@ def order_key(base: float, published: float, now: float, half_life_hours: float,
     return (2, math.log(-base) + lg, -published, story_id)
 
 
-def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Ranked]:
+def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig,
+         keys: dict[str, tuple] | None = None) -> list[Ranked]:
     """All stories scored at `now`, best first (the same numbers as `score_story`, computed
-    with plain floats: this runs over the whole store on every publish)."""
+    with plain floats: this runs over the whole store on every publish). `keys`, when given,
+    receives each story's `order_key` (the incremental publisher keeps them)."""
     now_ts = now.timestamp()
     hl = float(rank_cfg.half_life_hours)
     default = float(rank_cfg.default_score)
@@ -99,6 +101,8 @@ def rank(stories: list[Story], now: datetime, rank_cfg: RankConfig) -> list[Rank
         r = new(Ranked)
         r.__dict__.update(story=s, score=base * d, parts={"base": base, "decay": d, "age_hours": age})
         keyed.append((order_key(base, p, now_ts, hl, s.id), r))
+    if keys is not None:
+        keys.update((r.story.id, k) for k, r in keyed)
     keyed.sort(key=_first)
     return [r for _, r in keyed]
 

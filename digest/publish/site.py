@@ -6,7 +6,7 @@ the control characters XML cannot hold (the same fragments go into the feeds).
 
 from __future__ import annotations
 
-import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,33 +14,31 @@ from typing import Any, Protocol
 
 from digest import i18n
 from digest.config import SiteConfig
-from digest.models import Block, Story, iso
+from digest.models import Story, iso
+from digest.publish.storypage import (
+    STORY_TEMPLATES_DIGEST,
+    StoryPage,
+    story_frame,
+    story_templates_digest,
+)
+from digest.publish.text import (  # noqa: F401 - re-exported: pages, feeds and mail use them
+    LABELS,
+    LANG_NAMES,
+    SCORE_LABELS,
+    _human_time,
+    body_groups,
+    labels,
+    lang_anchor,
+    lead_text,
+    shown,
+    story_path,
+    tag_page_path,
+    typeset,
+    xml_text,
+    zh_punct,
+)
 from digest.resources import WEB_TEMPLATES
 from digest.templating import Environment, Template, page_environment
-
-# Characters XML 1.0 forbids, plus DEL/C1 controls and non-characters it discourages.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # fullmatch: `$` passes "x\n"
-
-# Section headings in each story language; `zh-Hant` gets its own script, not zh-Hans.
-LABELS: dict[str, dict[str, str]] = {
-    "en": {"summary": "Summary", "tldr": "TL;DR", "key_data": "Key Data",
-           "analysis": "Deep Analysis", "insights": "Industry Insights", "faq": "FAQ",
-           "body": "Article", "source": "Source", "excerpt": "Excerpt: the article's opening sentences",
-           "q": "Q", "a": "A", "published": "Published", "updated": "Updated"},
-    "zh-Hans": {"summary": "摘要", "tldr": "要点", "key_data": "核心数据", "analysis": "深度解读",
-                "insights": "行业启示", "faq": "常见问题", "body": "正文", "source": "来源",
-                "excerpt": "摘录：文章开头的句子", "q": "问", "a": "答", "published": "发布",
-                "updated": "更新"},
-    "zh-Hant": {"summary": "摘要", "tldr": "要點", "key_data": "核心數據", "analysis": "深度解讀",
-                "insights": "行業啟示", "faq": "常見問題", "body": "正文", "source": "來源",
-                "excerpt": "摘錄：文章開頭的句子", "q": "問", "a": "答", "published": "發佈",
-                "updated": "更新"},
-}
-
-
-# What a language is called in the language switch, in its own language.
-LANG_NAMES = {"en": "English", "zh-Hans": "中文", "zh-Hant": "中文（繁體）"}
 
 
 class FeedLike(Protocol):
@@ -55,124 +53,6 @@ class FeedLike(Protocol):
     def links(self, base_url: str) -> list[dict[str, str]]: ...
 
 
-def labels(code: str) -> dict[str, str]:
-    return LABELS.get(code) or (LABELS["zh-Hans"] if code.startswith("zh") else LABELS["en"])
-
-
-def story_path(story_id: str) -> str:
-    """Relative path of a story's page; ids are URL-safe by construction, this keeps it so."""
-    if _SAFE_ID.fullmatch(story_id):
-        return f"stories/{story_id}.html"
-    import hashlib
-
-    return f"stories/s-{hashlib.sha1(story_id.encode('utf-8')).hexdigest()[:16]}.html"
-
-
-def tag_page_path(slug: str) -> str:
-    return f"tags/{slug}.html"
-
-
-def xml_text(text: str) -> str:
-    """`text` without the characters an XML 1.0 document cannot (or should not) hold; the
-    feeds (`digest.publish.feeds`) use the same function, so page fragments fit into them as is."""
-    return _ILLEGAL.sub("", text)
-
-
-# --- Chinese typesetting (W3C clreq), display only: stored text stays as it came ----------
-
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-# Han, CJK symbols and punctuation (、。「」…), full-width forms (，！（）…)
-_CJK = f"[{_HAN}\u3000-\u303f\uff00-\uffef]"
-_FULL = {",": "，", ":": "：", ";": "；", "!": "！", "?": "？", "(": "（", ")": "）"}
-_CJK_CHAR = re.compile(_CJK)
-# A half-width , : ; ! ? with a Chinese character on at least one side (spaces around it
-# go: a full-width mark carries its own space). Between Latin letters or digits it stays.
-_PUNCT = re.compile(rf"(?:(?<={_CJK})[ \t]*([,:;!?])[ \t]*|[ \t]*([,:;!?])[ \t]*(?={_CJK}))")
-_PARENS = re.compile(r"\(([^()\n]*)\)")
-
-
-def _cjk(ch: str) -> bool:
-    return bool(ch) and _CJK_CHAR.match(ch) is not None
-
-
-def _paren(m: re.Match[str]) -> str:
-    inner = m[1].strip()
-    ends = (m.string[:m.start()].rstrip()[-1:], m.string[m.end():].lstrip()[:1],
-            inner[:1], inner[-1:])
-    return f"（{m[1]}）" if any(_cjk(c) for c in ends) else m[0]
-
-
-def zh_punct(text: str) -> str:
-    """Half-width `, : ; ! ? ( )` next to Chinese characters as full-width marks, for
-    display (W3C clreq): `限制,部分` → `限制，部分`, `失控!` → `失控！`, `5,可能` → `5，可能`,
-    `型(蒸馏)技` → `型（蒸馏）技` (a pair turns together). Marks with no Chinese character
-    beside them stay: `12:30`, `1,000`, `https://`, `(AI)`. Pure; applied when rendering
-    Chinese text, never to what is stored."""
-    if not text or not _CJK_CHAR.search(text):
-        return text
-    text = _PARENS.sub(_paren, text)
-    return _PUNCT.sub(lambda m: _FULL[m[1] or m[2]], text)
-
-
-def typeset(text: str, code: str) -> str:
-    """`text` as shown in language `code`: Chinese gets `zh_punct`, other languages as is."""
-    return zh_punct(text) if code.startswith("zh") and isinstance(text, str) else text
-
-
-def lang_anchor(languages: Sequence[str], code: str) -> str:
-    """The fragment id of a language's section on a story page: `en`, `zh` (the first
-    Chinese script; a second one keeps its code, `zh-Hant`). Mail links use these."""
-    if code.startswith("zh"):
-        first_zh = next((c for c in languages if c.startswith("zh")), code)
-        return "zh" if code == first_zh else code
-    return code
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", text)
-
-
-def shown(story: Story, code: str) -> dict[str, bool]:
-    """Which of a language's lead parts a page shows, so that no text is said twice: the
-    TL;DR unless it is an excerpt of the body shown below it; the summary unless it equals
-    the TL;DR or opens the body."""
-    tldr = story.tldr.get(code) or []
-    body = _norm("".join(b.text for b in story.body.get(code) or []))
-    summary = _norm(story.summary.get(code) or "")
-    show_tldr = bool(tldr) and not (code in story.tldr_excerpt and body.startswith(_norm("".join(tldr))))
-    show_summary = bool(summary) and summary != _norm("".join(tldr)) and not body.startswith(summary)
-    return {"tldr": show_tldr, "summary": show_summary}
-
-
-def lead_text(story: Story, code: str) -> str:
-    """One line for a story in a list: its summary's or TL;DR's first sentence/point."""
-    tldr = story.tldr.get(code) or []
-    if tldr:
-        return tldr[0]
-    return (story.summary.get(code) or "").strip()
-
-
-SCORE_LABELS = (("hot", "Hot"), ("quality", "Quality"), ("impact", "Impact"))
-
-
-def _human_time(dt: Any) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def body_groups(blocks: Sequence[Block]) -> list[tuple[str, Any]]:
-    """Article blocks with consecutive list items gathered into one list: [(kind, text|[texts])]."""
-    out: list[tuple[str, Any]] = []
-    for b in blocks:
-        if b.kind == "li":
-            if out and out[-1][0] == "ul":
-                out[-1][1].append(b.text)
-            else:
-                out.append(("ul", [b.text]))
-        else:
-            out.append(("h" if b.kind == "h" else "p", b.text))
-    return out
-
-
 def environment(templates: Path = WEB_TEMPLATES) -> Environment:
     """The web pages' environment (digest.templating's page settings) with the helpers the
     templates call; every printed value loses the characters XML cannot hold."""
@@ -183,10 +63,14 @@ def environment(templates: Path = WEB_TEMPLATES) -> Environment:
         lang_names=LANG_NAMES, ui=i18n.texts, ui_plain=i18n.plain, ui_message=i18n.message,
         ui_field=i18n.field_message, ui_langs_all=i18n.UI_LANGS, zone_groups=i18n.zone_groups))
     env.filters["typeset"] = typeset
+    _PAGE_ENVS.add(env)
     return env
 
 
 _PUBLISH_ENVS: dict[tuple, Environment] = {}
+# Environments made by `environment()`: their helpers, filter and settings are the ones the
+# Python story page (`StoryPage`) mirrors.
+_PAGE_ENVS: weakref.WeakSet[Environment] = weakref.WeakSet()
 
 
 def publishing_environment(templates: Path = WEB_TEMPLATES) -> Environment:
@@ -226,6 +110,7 @@ class Site:
         self.base_url = self.site.base_url.rstrip("/") + "/"
         # One lookup per top-level template per Site (extends/includes hit Jinja's cache).
         self._templates: dict[str, Template] = {}
+        self._story_fast: StoryPage | bool | None = None  # None: not looked at yet
 
     def _render(self, name: str, **ctx: Any) -> str:
         t = self._templates.get(name)
@@ -258,8 +143,27 @@ class Site:
     # --- pages -------------------------------------------------------------------------
 
     def story_page(self, story: Story) -> bytes:
+        fast = self._story_fast
+        if fast is None:
+            fast = self._story_fast = _story_page_renderer(self) or False
+        if fast:
+            try:
+                text: str | None = fast.render(story)
+            except Exception:  # noqa: BLE001 - odd data: the template renders it (or says why)
+                text = None
+            if text is not None:
+                if fast.checked:
+                    return text.encode()
+                slow = self._story_jinja(story)
+                fast.checked = text == slow
+                if not fast.checked:  # the templates say otherwise: they win, from now on
+                    self._story_fast = False
+                return slow.encode()
+        return self._story_jinja(story).encode()
+
+    def _story_jinja(self, story: Story) -> str:
         return self._render("story.html", story=story, root="../",
-                            page_lang=story.languages[0] if story.languages else "en").encode()
+                            page_lang=story.languages[0] if story.languages else "en")
 
     def index_page(self, stories: Sequence[Story], tag_choices: Sequence[Any] = (),
                    more_feeds: Sequence[FeedLike] = ()) -> bytes:
@@ -279,3 +183,37 @@ class Site:
         the other formats. `more_feeds`: the editions feeds."""
         return self._render("feeds.opml", feeds=[*self.feeds, *more_feeds],
                             fmt=OPML_FORMAT).encode()
+
+
+# --- story pages without Jinja's per-value overhead -----------------------------------------
+#
+# A full publish renders every story page (10k at a time: ~0.4 ms each through Jinja, most of
+# it Jinja's per-value machinery: a generator yield per piece, context lookups, `finalize`).
+# `StoryPage` is story.html (+ _story_body, _tldr, _scores, _scores_help) written out in
+# Python, emitting the very same bytes. It is used only while those templates are the ones it
+# was written from (`STORY_TEMPLATES_DIGEST`; an edited or overridden template is rendered by
+# Jinja), the page frame (head, header, footer) is taken from base.html itself, and the first
+# page of each `Site` is rendered both ways and compared. A page holding a character `xml_text`
+# would drop is rendered by Jinja, which drops it value by value.
+
+# The helpers story.html calls, as `environment()` sets them: `StoryPage` calls these.
+_STORY_HELPERS = {"labels": labels, "iso": iso, "human_time": _human_time,
+                  "story_path": story_path, "tag_page_path": tag_page_path,
+                  "body_groups": body_groups, "lang_anchor": lang_anchor, "shown": shown,
+                  "score_labels": SCORE_LABELS, "lang_names": LANG_NAMES}
+
+
+def _story_page_renderer(site: Site) -> StoryPage | None:
+    """The Python story page for `site`, or None when its environment or templates are not
+    the ones it mirrors: then Jinja renders every story page."""
+    env = site.env
+    if env is None or env not in _PAGE_ENVS or env.filters.get("typeset") is not typeset \
+            or any(env.globals.get(k) is not v for k, v in _STORY_HELPERS.items()) \
+            or story_templates_digest(env) != STORY_TEMPLATES_DIGEST:
+        return None
+    try:
+        frame = story_frame(site)
+        scores_help = env.get_template("_scores_help.html").render()
+    except Exception:  # noqa: BLE001 - a base.html this cannot use: Jinja renders the pages
+        return None
+    return StoryPage(site, frame, scores_help) if frame is not None else None

@@ -10,6 +10,17 @@ Durability: changed files are staged as temp files in `.digest-tmp/` (same file 
 the rename is atomic), made durable by one `syncfs` of the output's file system instead of
 one fsync per file (10k fsyncs cost ~30 s here), then renamed into place; a second `syncfs`
 makes the renames durable. Temp files a killed writer left are removed under the lock.
+
+The manifest is sharded so that a publish costs what it changes, not the archive: the top
+file holds the build key, the meta and a map of shard name → shard file (in
+`.digest-manifest.d/`); a shard holds the entries of the files whose relpath maps to it (the
+top directory; `stories/` hashed into `_BUCKETS` buckets). Shards are read lazily (a lookup
+reads one shard; the list of all files reads every shard). A commit writes only the shards
+whose entries changed, each to a new uniquely named file, makes them durable, then replaces
+the top file (the commit point) and only then removes the shard files it replaced: a kill
+at any point leaves a top file whose shards all exist. Shard files no top file names (a
+killed commit's) are removed under the lock. An older single-file manifest (`files` and
+`entries` in the top file) is read whole and written as shards by the next commit.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ import ctypes.util
 import errno
 import os
 import re
+import secrets
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -32,7 +45,15 @@ from digest.errors import StoreError
 from digest.fileio import fsync_path, locked, write_file
 
 MANIFEST = ".digest-manifest.json"
+# The publisher's plan state (digest.publish.keys.plan_state): a cache, valid only with the
+# manifest whose meta `state` names its token; lost or damaged, the next publish plans all.
+STATE = ".digest-state.json"
 LOCK = ".digest-lock"
+SHARDS = ".digest-manifest.d"  # the manifest's shard files (named in the top file)
+# Top directories whose files are spread over this many shards (by a hash of the relpath);
+# every other top directory is one shard, and the files at the top one more.
+_BUCKETS = {"stories": 256}
+_SHARD_FILE = re.compile(r"[0-9a-f]{16}\.json")
 STAGING = ".digest-tmp"
 TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".part"
 # Paths a run is about to create, written before its renames (in STAGING): a run killed
@@ -75,7 +96,7 @@ def _check_relpath(rel: str) -> str:
         return rel
     p = PurePosixPath(rel)
     if not rel or p.is_absolute() or ".." in p.parts or rel in (MANIFEST, LOCK) or "\\" in rel \
-            or p.parts[0] == STAGING:
+            or p.parts[0] in (STAGING, SHARDS):
         raise ValueError(f"refusing to write outside the output dir: {rel!r}")
     return p.as_posix()
 
@@ -89,12 +110,27 @@ def _same(path: Path, data: bytes) -> bool:
         return False
 
 
+def shard_of(rel: str) -> str:
+    """The manifest shard holding `rel`'s entry: "" for files at the top, "dir/" for a top
+    directory, "dir/xx" for a bucket of a hashed one."""
+    top, sep, _ = rel.partition("/")
+    if not sep:
+        return ""
+    n = _BUCKETS.get(top)
+    return f"{top}/{zlib.crc32(rel.encode()) % n:02x}" if n else f"{top}/"
+
+
 def _read_manifest(outdir: Path) -> dict[str, Any]:
-    """{"files": [...], "entries": {rel: [key, size, mtime_ns]}, "build": str|None, ...}"""
+    """The top file: {"shards": {name: file}, "build": str|None, "meta": {...}}, or an
+    older manifest {"files": [...], "entries": {rel: [key, size, mtime_ns]}, ...}."""
     try:
         data = codec.loads((outdir / MANIFEST).read_bytes())
         if not isinstance(data, dict):
             raise ValueError("not an object")
+        if isinstance(data.get("shards"), dict):
+            shards = {str(k): v for k, v in data["shards"].items()
+                      if isinstance(v, str) and _SHARD_FILE.fullmatch(v)}
+            return {**data, "shards": shards}
         files = [str(p) for p in data.get("files", [])]
         entries = data.get("entries") if isinstance(data.get("entries"), dict) else {}
         return {**data, "files": files, "entries": entries}
@@ -102,6 +138,42 @@ def _read_manifest(outdir: Path) -> dict[str, Any]:
         # A lost or damaged manifest only means stale files are not pruned this time and
         # every file is rebuilt and compared by its bytes.
         return {"files": [], "entries": {}}
+
+
+def _read_shard(outdir: Path, fname: str) -> dict[str, Any]:
+    """A shard's entries {rel: [key, size, mtime_ns] | None}, raw (checked when used); a
+    lost or damaged shard is empty (its files are rebuilt and not pruned, as above)."""
+    try:
+        data = codec.loads((outdir / SHARDS / fname).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _entry(raw: Any) -> Entry | None:
+    if raw is None or isinstance(raw, Entry):
+        return raw
+    try:
+        key, size, mtime = raw
+        return Entry(key if isinstance(key, str) else None, int(size), int(mtime))
+    except (TypeError, ValueError):
+        return None
+
+
+def _raw(e: Any) -> list | None:
+    e = _entry(e)
+    return list(e) if e is not None else None
+
+
+def manifest_entries(outdir: Path) -> dict[str, Entry | None]:
+    """Every file the manifest lists with its entry (None: listed, nothing known), whatever
+    its format (for tests and tools)."""
+    m = _read_manifest(Path(outdir))
+    if "shards" in m:
+        raw = {r: v for f in m["shards"].values() for r, v in _read_shard(Path(outdir), f).items()}
+    else:
+        raw = {r: m["entries"].get(r) for r in m["files"]}
+    return {r: _entry(v) for r, v in sorted(raw.items())}
 
 
 _libc: Any = None
@@ -155,16 +227,22 @@ class Tree:
         self.outdir = outdir
         self._root = os.path.join(outdir, "")
         m = _read_manifest(outdir)
-        self.previous: list[str] = m["files"]
         self.build: str | None = m.get("build") if isinstance(m.get("build"), str) else None
         self.meta: dict[str, Any] = m.get("meta") if isinstance(m.get("meta"), dict) else {}
-        self.entries: dict[str, Entry] = {}
-        for rel, e in m["entries"].items():
-            try:
-                key, size, mtime = e
-                self.entries[str(rel)] = Entry(key if isinstance(key, str) else None, int(size), int(mtime))
-            except (TypeError, ValueError):
-                continue
+        # shard name → its file (as the top file names them) and, once read, its entries
+        self._files: dict[str, str] = m.get("shards", {})
+        self._loaded: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()  # shards to write whatever their entries (damaged, old)
+        self.legacy = "shards" not in m
+        self.damaged = False  # a shard file was lost or unreadable: its files are unknown
+        self.legacy_entries = bool(m.get("entries"))
+        if self.legacy:  # an older single-file manifest: every shard, all to be written
+            for rel in m["files"]:
+                self._loaded.setdefault(shard_of(rel), {})[rel] = m["entries"].get(rel)
+            self._dirty.update(self._loaded)
+        self.pending: set[str] = set()  # paths a killed run may have created (may prune)
+        self._replaced: set[str] = set()  # shard files the last commit's top file dropped
+        self._previous: list[str] | None = None
         self._staged: dict[str, Staged] = {}
         self._dirs: dict[str, bool] = {}  # relative dir → existed when first asked
         self._need_dir = True
@@ -174,10 +252,45 @@ class Tree:
 
     # --- reading the manifest ----------------------------------------------------------
 
+    def _shard(self, name: str) -> dict[str, Any]:
+        got = self._loaded.get(name)
+        if got is None:
+            fname = self._files.get(name)
+            got = self._loaded[name] = _read_shard(self.outdir, fname) if fname else {}
+            self._previous = None
+            if fname and not got:
+                self._dirty.add(name)  # damaged: written again by the next commit
+                self.damaged = True
+        return got
+
+    def _load_all(self, but: str | None = None) -> None:
+        """Read every shard (those of top directory `but` excepted)."""
+        for name in self._files:
+            if but is None or not name.startswith(but + "/"):
+                self._shard(name)
+
+    def referenced(self) -> set[str]:
+        """The shard files the top file names."""
+        return set(self._files.values())
+
+    def entry(self, rel: str) -> Entry | None:
+        """What the manifest knows of `rel` (reads its shard only)."""
+        return _entry(self._shard(shard_of(rel)).get(rel))
+
+    @property
+    def previous(self) -> list[str]:
+        """Every file the last run wrote (and those a killed run may have); reads every shard."""
+        self._load_all()
+        if self._previous is None:
+            out = {r for sh in self._loaded.values() for r in sh}
+            out.update(self.pending)
+            self._previous = sorted(out)
+        return self._previous
+
     def fresh(self, rel: str, key: str) -> bool:
         """True when `rel` was written from build `key` and still has the size and mtime it
         had then (so it holds those bytes; nobody needs to rebuild or read it)."""
-        e = self.entries.get(rel)
+        e = self.entry(rel)
         if e is None or e.key != key:
             return False
         try:
@@ -188,9 +301,47 @@ class Tree:
 
     def all_fresh(self) -> bool:
         """Every file of the last run is still as it was written (stat check only)."""
-        return bool(self.previous) and all(
-            rel in self.entries and self.fresh(rel, self.entries[rel].key or "")
-            for rel in self.previous)
+        self._load_all()
+        if self.damaged or self.pending or not any(self._loaded.values()):
+            return False
+        root = self._root
+        for sh in self._loaded.values():  # raw entries: ~100k of them, no Entry built
+            for rel, raw in sh.items():
+                try:
+                    key, size, mtime = raw
+                    st = os.stat(root + rel)
+                except (TypeError, ValueError, OSError):
+                    return False  # no entry, a damaged one, or no file
+                if not isinstance(key, str) or st.st_size != size or st.st_mtime_ns != mtime:
+                    return False
+        return True
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The plan state the last publish left, if it belongs to this manifest."""
+        token = self.meta.get("state")
+        if not isinstance(token, str):
+            return None
+        try:
+            data = codec.loads((self.outdir / STATE).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("token") == token else None
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace the plan state (after `commit`, whose meta names `state["token"]`). Not
+        synced: a torn or lost state only costs the next publish a full plan."""
+        tmp = self._tmpdir / f"{TMP_PREFIX}state-{os.getpid()}{TMP_SUFFIX}"
+        try:
+            self._tmpdir.mkdir(exist_ok=True)
+            write_file(tmp, codec.dumps(state), mode=0o600, sync=False, exclusive=False)
+            os.replace(tmp, self.outdir / STATE)
+        except OSError as e:
+            _unlink(tmp)
+            raise _os_error(self.outdir, e, None) from e
+
+    def drop_state(self) -> None:
+        """Remove the plan state (a publish that keeps none)."""
+        _unlink(self.outdir / STATE)
 
     # --- staging ------------------------------------------------------------------------
 
@@ -255,12 +406,14 @@ class Tree:
 
     def commit(self, keep: Iterable[str] = (), keys: dict[str, str] | None = None,
                unchanged: Iterable[str] = (), build: str | None = None,
-               meta: dict[str, Any] | None = None) -> WriteReport:
+               meta: dict[str, Any] | None = None, keep_dir: str | None = None) -> WriteReport:
         """Rename every staged file into place, prune what the last run wrote and this one
         does not want, and write the manifest.
 
         The wanted set is the staged files + `unchanged` (rendered, same bytes) + `keep`
-        (fresh per the manifest, not rebuilt). `keys` gives each file's build key."""
+        (fresh per the manifest, not rebuilt) + with `keep_dir`, every file the last run
+        wrote in that top directory (neither listed in the report nor read from the
+        manifest). `keys` gives each file's build key."""
         keys = keys or {}
         report = WriteReport()
         staged_rels = sorted(self._staged)
@@ -268,8 +421,15 @@ class Tree:
         same = {_check_relpath(r) for r in unchanged}
         wanted = set(staged_rels) | kept | same
         report.unchanged = sorted(kept | same)
-        new = wanted - set(self.previous)
-        entries = dict(self.entries)
+        implicit = (keep_dir + "/") if keep_dir else None
+        # Every shard but those of `keep_dir` (whose files all stay): the files to prune.
+        self._load_all(but=keep_dir)
+        for rel in wanted | self.pending:
+            self._shard(shard_of(rel))
+        before = {n: dict(sh) for n, sh in self._loaded.items()}
+        previous = {r for sh in self._loaded.values() for r in sh} | self.pending
+        new = wanted - previous
+        updates: dict[str, Entry | None] = {}
         try:
             temps = [(self._staged[rel], rel) for rel in staged_rels]
             pending = self._tmpdir / PENDING
@@ -291,17 +451,17 @@ class Tree:
                 os.replace(staged.tmp, target)
                 del self._staged[rel]
                 report.written.append(rel)
-                entries[rel] = Entry(keys.get(rel), staged.size, staged.mtime_ns)
+                updates[rel] = Entry(keys.get(rel), staged.size, staged.mtime_ns)
             for rel in same | kept:
-                e = entries.get(rel)
+                e = self.entry(rel)
                 k = keys.get(rel)
                 if k is not None and (e is None or e.key != k):
                     # Rebuilt to the same bytes: remember the new key with the file's stat.
                     st = os.stat(self.outdir / rel)
-                    entries[rel] = Entry(k, st.st_size, st.st_mtime_ns)
+                    updates[rel] = Entry(k, st.st_size, st.st_mtime_ns)
 
-            for rel in self.previous:
-                if rel in wanted:
+            for rel in sorted(previous):
+                if rel in wanted or (implicit and rel.startswith(implicit)):
                     continue
                 try:
                     rel = _check_relpath(rel)
@@ -312,19 +472,41 @@ class Tree:
                     path.unlink()
                     report.removed.append(rel)
             _prune_dirs(self.outdir, report.removed)
-            wrote = self._write_manifest(wanted, {r: e for r, e in entries.items() if r in wanted},
-                                         build, meta or {}, sync=not many)
+            shards = self._next_shards(wanted, updates, implicit)
+            wrote = self._write_manifest(before, shards, build, meta or {}, many)
             # The renames (and the manifest's) durable. A directory created here may still
             # be lost in a power cut; the next publish then finds its files missing (stat)
             # and writes them again.
             self._durable(sorted(made | ({self.outdir} if wrote or report.removed else set())),
                           many)
             _unlink(pending)
+            self._drop_replaced()
         except OSError as e:
             raise _os_error(self.outdir, e, report) from e
         finally:
             self._drop_staged()
         return report
+
+    def _next_shards(self, wanted: set[str], updates: dict[str, Entry | None],
+                     implicit: str | None) -> dict[str, dict[str, Any]]:
+        """The entries of every read shard after this commit: the wanted files (and, in
+        `implicit`'s shards, every file listed or pending there), updated."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, sh in self._loaded.items():
+            if implicit and name.startswith(implicit):
+                out[name] = dict(sh)
+                for rel in self.pending:
+                    if rel.startswith(implicit) and shard_of(rel) == name:
+                        out[name].setdefault(rel, None)
+            else:
+                out[name] = {r: v for r, v in sh.items() if r in wanted}
+        for rel in wanted:
+            d = out.setdefault(shard_of(rel), {})
+            if rel in updates:
+                d[rel] = updates[rel]
+            else:
+                d.setdefault(rel, None)
+        return out
 
     def _durable(self, paths: list[Path], many: bool) -> None:
         """fsync `paths` (files or directories), or flush the whole file system once when
@@ -338,24 +520,55 @@ class Tree:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(fsync_path, paths))
 
-    def _write_manifest(self, paths: set[str], entries: dict[str, Entry], build: str | None,
-                        meta: dict[str, Any], sync: bool) -> bool:
-        """Write the manifest if it changed; True if it did."""
-        doc: dict[str, Any] = {"files": sorted(paths)}
+    def _write_manifest(self, before: dict[str, dict[str, Any]], shards: dict[str, dict[str, Any]],
+                        build: str | None, meta: dict[str, Any], many: bool) -> bool:
+        """Write the shards whose entries changed (new files), make them durable, then
+        replace the top file; True if anything was written. The shard files replaced are
+        removed by `_drop_replaced` once the top file's rename is durable."""
+        files = dict(self._files)
+        written: list[Path] = []
+        sdir = self.outdir / SHARDS
+        for name, entries in sorted(shards.items()):
+            if name not in self._dirty and name in files and before.get(name) == entries:
+                continue
+            if not entries:
+                files.pop(name, None)
+                continue
+            fname = f"{secrets.token_hex(8)}.json"
+            if not written:
+                sdir.mkdir(exist_ok=True)
+            blob = codec.dumps({r: _raw(e) for r, e in sorted(entries.items())}) + b"\n"
+            write_file(sdir / fname, blob, mode=0o644, sync=False)
+            written.append(sdir / fname)
+            files[name] = fname
+        doc: dict[str, Any] = {"v": 2, "shards": dict(sorted(files.items()))}
         if build is not None:
             doc["build"] = build
         if meta:
             doc["meta"] = meta
-        doc["entries"] = {r: list(e) for r, e in entries.items()}
         blob = codec.dumps(doc, indent=True, sort_keys=True) + b"\n"
         mpath = self.outdir / MANIFEST
-        if not _same(mpath, blob):
-            tmp = self._tmpdir / f"{TMP_PREFIX}manifest-{os.getpid()}{TMP_SUFFIX}"
-            self._tmpdir.mkdir(exist_ok=True)
-            write_file(tmp, blob, mode=0o644, sync=sync, exclusive=False)
-            os.replace(tmp, mpath)
-            return True
-        return False
+        if not written and _same(mpath, blob):
+            return False
+        tmp = self._tmpdir / f"{TMP_PREFIX}manifest-{os.getpid()}{TMP_SUFFIX}"
+        self._tmpdir.mkdir(exist_ok=True)
+        write_file(tmp, blob, mode=0o644, sync=False, exclusive=False)
+        # The shards (and their directory entries) durable before the top file names them.
+        self._durable(written + [tmp] + ([sdir] if written else []), many)
+        os.replace(tmp, mpath)
+        self._replaced = set(self._files.values()) - set(files.values())
+        self._files = files
+        self._loaded = {n: {r: v for r, v in sh.items()} for n, sh in shards.items() if sh}
+        self._previous = None
+        self._dirty.clear()
+        self.legacy = False
+        return True
+
+    def _drop_replaced(self) -> None:
+        """Remove the shard files the last top file named and the new one does not."""
+        for fname in self._replaced:
+            _unlink(self.outdir / SHARDS / fname)
+        self._replaced = set()
 
 
 def _prune_dirs(outdir: Path, rels: Iterable[str]) -> None:
@@ -378,6 +591,17 @@ def _clean_temp(outdir: Path) -> None:
         for entry in os.scandir(outdir / STAGING):
             _unlink(Path(entry.path))
     except FileNotFoundError:
+        pass
+
+
+def _clean_shards(outdir: Path, referenced: set[str]) -> None:
+    """Shard files no top file names (a killed commit's new ones, or the old ones of a
+    commit killed after its top file was replaced)."""
+    try:
+        for entry in os.scandir(outdir / SHARDS):
+            if entry.name not in referenced:
+                _unlink(Path(entry.path))
+    except (FileNotFoundError, NotADirectoryError):
         pass
 
 
@@ -409,9 +633,9 @@ def open_tree(outdir: Path) -> Iterator[Tree]:
             pending = _read_pending(outdir)
             _clean_temp(outdir)
             tree = Tree(outdir)
-            if pending:
-                tree.previous = sorted(set(tree.previous) | pending)
-            if tree.previous and not tree.entries:
+            tree.pending = pending  # (before anything lists `previous`)
+            _clean_shards(outdir, tree.referenced())
+            if tree.legacy and tree._loaded and not tree.legacy_entries:
                 _clean_legacy_temp(outdir)
         except OSError as e:
             raise _os_error(outdir, e, None) from e

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,6 +63,14 @@ class Journal(Protocol):
         weekly gets the week's best in the weekly). Records from before the journal told
         digests apart count for every digest."""
 
+    def states(self, digest: str, keys: Sequence[tuple[str, str]]) -> list[dict | None]:
+        """`state(digest, edition, email)` for each (edition, email) of `keys`, in order, read
+        at once (one catch-up of the log, one query): the planner asks per batch."""
+
+    def sent_story_ids_many(self, emails: Sequence[str], digest: str | None = None
+                            ) -> list[frozenset[str]]:
+        """`sent_story_ids(email, digest)` for each of `emails`, in order, read at once."""
+
     def records(self) -> Iterator[dict]:
         """Every record, oldest first (history included: archive segments, the log table)."""
 
@@ -113,10 +121,13 @@ class StoreBackend(Protocol):
         advisory lock, released on exit."""
 
     # stories
-    def upsert_stories(self, stories: Iterable[Story],
-                       force: Collection[str] = ()) -> list[tuple[str, str]]:
+    def upsert_stories(self, stories: Iterable[Story], force: Collection[str] = (),
+                       encoded: Mapping[str, tuple[str, bytes]] | None = None
+                       ) -> list[tuple[str, str]]:
         """(id, "added" | "updated" | "unchanged") per story, in order; ids in `force` are
-        written (and "updated") even when their content hash is unchanged."""
+        written (and "updated") even when their content hash is unchanged. `encoded`: story
+        id → (content hash, body JSON bytes) of that very story, computed elsewhere
+        (`embedded.encode_story`, in ingest's workers), so the store need not."""
 
     def get_story(self, story_id: str) -> Story | None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -64,6 +64,12 @@ WHERE c.digest = k.digest AND c.edition = k.edition AND c.email = k.email
 RETURNING c.digest, c.edition, c.email
 """
 _CLEAR_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
+# The current records of a batch of keys: editions x emails on the primary key, the pairs
+# not asked for are dropped by the caller.
+_STATES = """
+SELECT edition, email, record FROM deliveries_current
+WHERE edition = ANY(%s) AND email = ANY(%s) AND digest = %s
+"""
 _LOG = """
 INSERT INTO deliveries_log (digest, edition, email, state, at, record)
 VALUES (%(digest)s, %(edition)s, %(email)s, %(state)s, %(at)s, %(record)s::json)
@@ -195,22 +201,44 @@ class PgJournal:
         return [r for r, k in zip(records, keys, strict=True) if k in still]
 
     def state(self, digest: str, edition: str, email: str) -> dict | None:
+        return self.states(digest, [(edition, email)])[0]
+
+    def states(self, digest: str, keys: Sequence[tuple[str, str]]) -> list[dict | None]:
+        """`state` of each (edition, email), in order: one query for the lot."""
+        wanted = [(edition, email_key(email)) for edition, email in keys]
+        if not wanted:
+            return []
         with self._mutex:
-            row = self._conn.execute(
-                "SELECT record FROM deliveries_current WHERE digest = %s AND edition = %s "
-                "AND email = %s", (digest, edition, email_key(email))).fetchone()
-        return dict(row[0]) if row else None
+            rows = self._conn.execute(_STATES, (list(dict.fromkeys(e for e, _ in wanted)),
+                                                list(dict.fromkeys(m for _, m in wanted)),
+                                                digest)).fetchall()
+        found = {(edition, email): rec for edition, email, rec in rows}
+        return [dict(found[k]) if k in found else None for k in wanted]
 
     def sent_story_ids(self, email: str, digest: str | None = None) -> frozenset[str]:
+        return self.sent_story_ids_many([email], digest)[0]
+
+    def sent_story_ids_many(self, emails: Sequence[str], digest: str | None = None
+                            ) -> list[frozenset[str]]:
+        """`sent_story_ids` of each email, in order: one query for the lot."""
+        keys = [email_key(e) for e in emails]
+        if not keys:
+            return []
+        distinct = list(dict.fromkeys(keys))
         with self._mutex:
             if digest is None:
-                rows = self._conn.execute("SELECT story_id FROM sent_stories WHERE email = %s",
-                                          (email_key(email),)).fetchall()
+                rows = self._conn.execute(
+                    "SELECT email, story_id FROM sent_stories WHERE email = ANY(%s)",
+                    (distinct,)).fetchall()
             else:  # '' = sent before digests were told apart: counts for every digest
                 rows = self._conn.execute(
-                    "SELECT story_id FROM sent_stories WHERE email = %s AND digest IN (%s, '')",
-                    (email_key(email), digest)).fetchall()
-        return frozenset(r[0] for r in rows)
+                    "SELECT email, story_id FROM sent_stories WHERE email = ANY(%s) "
+                    "AND digest IN (%s, '')", (distinct, digest)).fetchall()
+        ids: dict[str, set[str]] = {}
+        for email, story in rows:
+            ids.setdefault(email, set()).add(story)
+        frozen = {e: frozenset(ids.get(e, ())) for e in distinct}
+        return [frozen[k] for k in keys]
 
     def records(self) -> Iterator[dict]:
         """Every record in the order it was logged, fetched in pages (keyset on the log id:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -171,19 +171,23 @@ class PgStore:
 
     # --- stories ---------------------------------------------------------------------------
 
-    def upsert_stories(self, stories: Iterable[Story],
-                       force: Collection[str] = ()) -> list[tuple[str, str]]:
+    def upsert_stories(self, stories: Iterable[Story], force: Collection[str] = (),
+                       encoded: Mapping[str, tuple[str, bytes]] | None = None
+                       ) -> list[tuple[str, str]]:
         """Add or update stories; unchanged ones (same content hash) are not written, except
-        the ids in `force` (new times for the same text: `ingest --as-of`)."""
+        the ids in `force` (new times for the same text: `ingest --as-of`). `encoded`: story
+        id → (content hash, body bytes) of that very story, computed elsewhere."""
         results: list[tuple[str, str]] = []
+        encoded = encoded or {}
         with self.transaction():
             todo: dict[str, tuple[Story, str]] = {}
             stories = list(stories)
             known = dict(self._execute("SELECT id, hash FROM stories WHERE id = ANY(%s)",
                                        ([s.id for s in stories],)).fetchall())
             for story in stories:
+                pre = encoded.get(story.id)
                 try:
-                    h = story.content_hash()
+                    h = pre[0] if pre is not None else story.content_hash()
                 except UnicodeError as e:
                     raise StoreError(f"story {story.id} ({story.origin}): text is not valid "
                                      f"Unicode ({e.reason})", "fix the input file") from e
@@ -195,7 +199,9 @@ class PgStore:
                 todo[story.id] = (story, h)
             if todo:
                 rows = [(s.id, _json(_index_record(s, h), f"story {s.id}"),
-                         _json(s.to_dict(), f"story {s.id}"), h) for s, h in todo.values()]
+                         encoded[s.id][1].decode() if s.id in encoded
+                         else _json(s.to_dict(), f"story {s.id}"), h)
+                        for s, h in todo.values()]
                 with self._mutex, self._conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO stories (id, record, body, hash, rev) "

@@ -85,6 +85,10 @@ class AtomicJSONStorage(Storage):
                 raw = f.read()
         finally:
             os.close(fd)
+        self._data, self._sig = self._parse(raw), sig
+        self.generation += 1
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             data = codec.loads(raw) if raw.strip() else {}
         except codec.DecodeError as e:
@@ -94,8 +98,28 @@ class AtomicJSONStorage(Storage):
         if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
             raise StoreError(f"{self.path}: not a TinyDB file (expected an object of tables)",
                              "restore this file from a backup or move it out of the store")
-        self._data, self._sig = data, sig
-        self.generation += 1
+        return data
+
+    @property
+    def cached(self) -> bool:
+        """Whether a copy of the file (or uncommitted changes) is held in memory."""
+        return self._data is not None
+
+    def peek(self) -> dict[str, Any]:
+        """What read() returns, without keeping it: the cache when one is held (so
+        uncommitted changes win), else the file parsed for the caller alone (a one-pass
+        scan over many files then holds one at a time, not all of them)."""
+        if self._data is not None:
+            return self.read()
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot read ({e.strerror})",
+                             "check the store directory's permissions") from e
+        return self._parse(raw)
 
     def read(self) -> dict[str, Any]:
         if self._dirty:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from digest import codec
 from digest.errors import StoreError
 from digest.fileio import fsync_path
 from digest.models import Subscriber, parse_iso
@@ -96,16 +97,35 @@ class SubscriberTable:
 
     def iterate(self, status: str | None = None) -> Iterator[Subscriber]:
         """Subscribers in email order, optionally of one status: each shard's matching rows
-        sorted by key, merged lazily, a Subscriber built only when it is reached."""
-        def shard(n: int) -> Iterator[tuple[str, dict]]:
-            with self._mutex:
-                rows = [(email_key(d["email"]), d) for d in self._rows(n).values()
-                        if status is None or d.get("status") == status]
-            rows.sort(key=lambda kd: kd[0])
-            yield from rows
+        sorted by key, merged lazily, a Subscriber built only when it is reached.
 
-        for _, doc in heapq.merge(*(shard(n) for n in range(self.nshards)),
-                                  key=lambda kd: kd[0]):
+        The merge needs every shard up front, so each is held as its sorted rows' compact
+        JSON lines in one bytes object (~200 bytes a row, against ~1 KB as dicts), parsed
+        one row at a time; a shard not cached already is read for this pass only, so a send
+        to 100,000 subscribers does not keep every row as dicts in the shard caches for the
+        store's life. A cached shard (this process read or changed it: uncommitted changes
+        inside a transaction) is taken from its cache."""
+        def lines(n: int) -> bytes:
+            with self._mutex:
+                rows = self.storage(n).peek().get(TABLE, {})
+                keyed = sorted((email_key(d["email"]), i) for i, d in rows.items()
+                               if status is None or d.get("status") == status)
+                return b"\n".join([codec.dumps(rows[i]) for _, i in keyed])
+
+        def shard(blob: bytes) -> Iterator[tuple[str, dict]]:
+            start, end = 0, len(blob)
+            while start < end:
+                stop = blob.find(b"\n", start)
+                if stop < 0:
+                    stop = end
+                doc = codec.loads(blob[start:stop])
+                start = stop + 1
+                yield email_key(doc["email"]), doc
+
+        blobs = [lines(n) for n in range(self.nshards)]
+        merged = heapq.merge(*(shard(b) for b in blobs if b), key=lambda kd: kd[0])
+        del blobs  # each shard's bytes go with its generator
+        for _, doc in merged:
             yield Subscriber.from_dict(doc)
 
     def select(self, status: str | None = None) -> list[Subscriber]:
@@ -214,9 +234,13 @@ class SubscriberTable:
         with self.transaction():
             for n in shards:
                 storage = self.storage(n)
+                # The sweep of a send peeks (storage.peek): a shard with nothing to expire
+                # is not left in the cache, so the send's pass over every subscriber
+                # (`iterate`) does not meet all rows held as dicts.
+                rows = (storage.read() if email is not None else storage.peek()).get(TABLE, {})
                 drop: dict[int, str] = {}
                 restore: dict[int, dict] = {}
-                for i, d in self._rows(n).items():
+                for i, d in rows.items():
                     if d.get("status") != "pending" or not _created_before(d, older_than):
                         continue
                     if d.get("suppressed"):
@@ -225,6 +249,8 @@ class SubscriberTable:
                         restore[int(i)] = rec
                     else:
                         drop[int(i)] = email_key(d["email"])
+                if not drop and not restore and email is None:
+                    continue
                 table = tinydb(storage).table(TABLE)
                 if drop:
                     idx = self._index(n)

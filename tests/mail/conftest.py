@@ -21,3 +21,12 @@ def smtp_config(tmp_path: Path, smtp_server: SMTPServer) -> Config:
 
     return make_project(tmp_path, transport="smtp", host=smtp_server.host, port=smtp_server.port,
                         sender="AI News <digest@news.example.org>", timeout=5.0)
+
+
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelining(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test twice: every SMTPServer (and FaultServer) it starts offers PIPELINING or
+    not, so the transport takes its pipelined path (commands.Pipe) or one command at a time.
+    Use with `pytestmark = pytest.mark.usefixtures("pipelining")`."""
+    monkeypatch.setattr(SMTPServer, "PIPELINING", request.param)
+    return request.param

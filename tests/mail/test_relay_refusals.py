@@ -26,7 +26,7 @@ from digest.store import Store
 from tests.support.send import add_subscribers, maildir_messages, make_project, sub
 from tests.support.smtp_server import Faults, SMTPServer, free_port
 
-pytestmark = pytest.mark.usefixtures("secret")
+pytestmark = pytest.mark.usefixtures("secret", "pipelining")
 
 NOW = "2026-11-22T08:00:00Z"
 EDITION = "2026-11-22"

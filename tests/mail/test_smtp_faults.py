@@ -4,6 +4,7 @@ Message-ID) and everything else reported in the SendReport; a rerun completes th
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ PEOPLE = [sub(f"r{i}@example.com", ["en"] if i % 2 else ["zh"]) for i in range(4
 EMAILS = sorted(p.email for p in PEOPLE)
 
 
-pytestmark = pytest.mark.usefixtures("secret")  # DIGEST_SECRET = SECRET in every test
+pytestmark = pytest.mark.usefixtures("secret", "pipelining")  # DIGEST_SECRET = SECRET everywhere
 
 
 def _project(tmp_path: Path, srv: FaultServer, **smtp: object):
@@ -68,6 +69,8 @@ RECOVERABLE = [
 
 @pytest.mark.parametrize("case,faults,more,dupes", RECOVERABLE, ids=[c[0] for c in RECOVERABLE])
 def test_fault_is_retried_and_every_digest_arrives_once(tmp_path, case, faults, more, dupes):
+    # copies: the server counts them down, and each parameter serves both pipelining runs
+    faults, more = copy.deepcopy(faults), copy.deepcopy(more)
     with FaultServer(faults=faults, more=more) as srv:
         # the stall cases need a timeout shorter than the stall
         config = _project(tmp_path, srv, timeout=0.8 if "stall" in case else 5.0)
@@ -96,7 +99,7 @@ PERSISTENT = [
 
 @pytest.mark.parametrize("case,more", PERSISTENT, ids=[c[0] for c in PERSISTENT])
 def test_a_fault_that_persists_is_reported_then_a_rerun_completes(tmp_path, case, more):
-    with FaultServer(more=more) as srv:
+    with FaultServer(more=copy.deepcopy(more)) as srv:
         config = _project(tmp_path, srv, retries=1, timeout=0.5)
         report = _send(config)
         assert report.sent == [] and sorted(e for e, _ in report.failed) == EMAILS

@@ -16,7 +16,7 @@ from digest.pipeline.publishing import publish, rank_stories
 from digest.publish import tree as output
 from digest.publish.plan import build_files, format_ranked
 from digest.publish.site import environment
-from digest.publish.tree import MANIFEST
+from digest.publish.tree import MANIFEST, SHARDS, STATE, manifest_entries, shard_of
 from tests.support.publish import NOW, make_config, mtimes, seed_stories, store_with, story
 
 # --- the writer, as publish drives it ------------------------------------------------------
@@ -26,7 +26,7 @@ def test_publish_writes_then_prunes_only_its_own_files(seeded):
     cfg, st = seeded
     out = cfg.feeds.output
     first = publish(cfg, now=NOW)
-    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(first.written)
+    assert list(manifest_entries(out)) == sorted(first.written)
     assert oct((out / "index.html").stat().st_mode & 0o777) == "0o644"
     (out / "mine.txt").write_bytes(b"not digest's")  # a file digest never wrote
     holders = [s for s in st.get_stories([x.id for x in st.list_stories()]) if "Agent" in s.tags]
@@ -35,7 +35,7 @@ def test_publish_writes_then_prunes_only_its_own_files(seeded):
     assert "feeds/tags/agent/atom.xml" in r.removed
     assert not (out / "feeds/tags/agent").exists()  # emptied directory removed
     assert (out / "mine.txt").read_bytes() == b"not digest's"
-    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(r.written + r.unchanged)
+    assert list(manifest_entries(out)) == sorted(r.written + r.unchanged)
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
 
@@ -60,7 +60,7 @@ def test_disk_full_leaves_old_files(seeded, monkeypatch):
     cfg, st = seeded
     out = cfg.feeds.output
     publish(cfg, now=NOW)
-    before = {p: (out / p).read_bytes() for p in json.loads((out / MANIFEST).read_text())["files"]}
+    before = {p: (out / p).read_bytes() for p in list(manifest_entries(out))}
     manifest = (out / MANIFEST).read_bytes()
     st.upsert_stories([story("zzfresh00000001", hours_ago=0.5)])  # index, feeds, a page change
     real = output.Tree._stage_one
@@ -149,8 +149,15 @@ def test_adding_one_story_rewrites_only_what_it_touches(seeded):
     assert untouched and not changed & set(untouched)
     assert "feeds.opml" not in changed  # no new tag, so the feed list is the same
     after = mtimes(cfg.feeds.output)
-    # Everything else keeps its mtime (the manifest gained the new page's path).
-    assert all(after[p] == before[p] for p in before if p not in changed | {MANIFEST})
+    # Everything else keeps its mtime (the manifest gained the new page's path; the plan
+    # state its row). Of the manifest's shards only those listing a changed file are new.
+    shards = {p for p in before if p.startswith(SHARDS + "/")}
+    assert all(after[p] == before[p] for p in before
+               if p not in changed | {MANIFEST, STATE} | shards)
+    touched = {shard_of(p) for p in changed}
+    assert 0 < len(shards - set(after)) <= len(touched) < len(shards)
+    assert manifest_entries(cfg.feeds.output).keys() == \
+        {p for p in before if not p.startswith(".")} | {"stories/zzfresh00000001.html"}
     top = feedparser.parse((cfg.feeds.output / "feeds/en/atom.xml").read_bytes()).entries[0]
     assert top.id == "urn:digest:story:zzfresh00000001:en"
 

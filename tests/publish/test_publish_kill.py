@@ -4,6 +4,7 @@ real `publish`, alternating between two stores that hold the two versions of the
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 import signal
@@ -18,10 +19,11 @@ import pytest
 from digest.config import Config, StoreConfig
 from digest.pipeline.publishing import publish
 from digest.publish.plan import build_files
-from digest.publish.tree import LOCK, MANIFEST
+from digest.publish.tree import LOCK, MANIFEST, SHARDS, STATE
 from tests.support.publish import NOW, make_config, seed_stories, store_with, story
 
 CHILD = """
+import json
 import pickle, sys
 from digest.pipeline.publishing import publish
 config, now = pickle.loads(open(sys.argv[1], "rb").read())
@@ -49,7 +51,8 @@ def _versions(tmp: Path) -> tuple[dict[str, Config], dict[str, dict[str, bytes]]
 
 def _tree(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
-            if p.is_file() and p.name not in (MANIFEST, LOCK)}
+            if p.is_file() and p.name not in (MANIFEST, LOCK, STATE)
+            and SHARDS not in p.relative_to(out).parts}
 
 
 def _child(blob: Path) -> subprocess.Popen:
@@ -102,6 +105,9 @@ def _trials(tmp_path: Path, n: int) -> dict[str, int]:
             assert blob in (trees["v1"].get(rel), trees["v2"].get(rel)), (i, rel)
         for rel in set(trees["v1"]) & set(trees["v2"]):
             assert (out / rel).exists(), (i, rel)  # a wanted file never disappears
+        # The manifest is whole: every shard file its top file names is there.
+        shards = json.loads((out / MANIFEST).read_bytes()).get("shards", {})
+        assert shards and all((out / SHARDS / f).is_file() for f in shards.values()), i
         # The next publish repairs everything: exactly the target tree, nothing else.
         publish(configs[target], now=NOW)
         assert _tree(out) == trees[target], i

@@ -154,10 +154,11 @@ def test_publish_is_byte_identical_from_either_backend(tmp_path: Path, pg_url: s
     assert not (tmp_path / "pg" / "store").exists()
 
     def files(root: Path) -> dict[str, bytes]:
-        # The manifest records the store's signature (which backend built it); it is the
-        # writer's bookkeeping, never served.
+        # The manifest (and its shards) records the store's signature (which backend built
+        # it), the plan state the embedded store's index shards: the writer's bookkeeping
+        # (dot-named), never served.
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-                if p.is_file() and p.name != ".digest-manifest.json"}
+                if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)}
 
     a, b = files(tmp_path / "emb" / "public"), files(tmp_path / "pg" / "public")
     assert sorted(a) == sorted(b) and len(a) > 10

@@ -195,3 +195,33 @@ def test_corrupt_shard_is_named_and_kept(store):
         Store(store.path).get_subscriber("user1@example.com")
     assert path.name in str(e.value) and e.value.hint
     assert path.read_bytes() == b'{"subscribers": {"1": {"em'
+
+
+def test_iterating_leaves_no_shard_cached(tmp_path):
+    """A send's sweep of pending rows and its pass over every subscriber read the shards
+    they do not hold for themselves: afterwards no shard's rows sit in the store's caches."""
+    Store(tmp_path / "s").upsert_subscribers(many(500))
+    store = Store(tmp_path / "s")
+    assert store.expire_pending(T0 + timedelta(days=1)) == 0  # a send's sweep comes first
+    emails = [s.email for s in store.iter_subscribers("active")]
+    assert emails == sorted(f"user{i}@example.com" for i in range(500))
+    cached = [s.path.name for s in store._subscribers.storages() if s.cached]
+    assert cached == []
+    assert store.get_subscriber("user7@example.com") is not None  # a lookup still caches
+    assert [s.path.name for s in store._subscribers.storages() if s.cached] == \
+        [f"{shard_of('user7@example.com', 64):02x}.json"]
+
+
+def test_iterating_inside_a_transaction_sees_its_uncommitted_changes(store):
+    store.upsert_subscribers(many(50))
+    with store.transaction():
+        store.add_subscriber(Subscriber(email="aaa@example.com", status="active", created=T0))
+        store.update_subscriber("user3@example.com", status="unsubscribed")
+        store.remove_subscriber("user4@example.com")
+        active = [s.email for s in store.iter_subscribers("active")]
+        assert active[0] == "aaa@example.com"
+        assert "user3@example.com" not in active and "user4@example.com" not in active
+        assert len(active) == 49
+        assert [s.email for s in store.iter_subscribers("unsubscribed")] == ["user3@example.com"]
+    fresh = Store(store.path)
+    assert [s.email for s in fresh.iter_subscribers("active")] == active

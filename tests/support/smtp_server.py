@@ -15,6 +15,15 @@ Usage (plain import; no pytest plugin needed):
         srv.cafile                      # PEM of the self-signed cert (SAN 127.0.0.1, localhost)
         srv.tls_client_context()        # an ssl.SSLContext that trusts it
 
+    with SMTPServer(pipelining=True) as srv:   # EHLO offers PIPELINING (RFC 2920)
+        srv.after_mail                  # per MAIL command, the bytes already received behind
+                                        # it (b"RCPT TO:<a@b>\r\nDATA\r\n" when pipelined)
+
+`pipelining` defaults to `SMTPServer.PIPELINING` (False, as aiosmtpd itself): a test module can
+run every server it starts both ways with `monkeypatch.setattr(SMTPServer, "PIPELINING", on)`
+(tests/mail/conftest.py `pipelining` fixture). aiosmtpd reads one command line at a time, so
+pipelined commands just work; only the EHLO keyword is added.
+
 Faults (each counts down across the whole server, not per connection):
     rcpt_4xx=n       answer `451 4.3.0` to the first n RCPT commands
     data_4xx=n       answer `451 4.3.0` to the first n DATA transactions (message not kept)
@@ -127,6 +136,21 @@ class _Handler:
     def __init__(self, server: SMTPServer) -> None:
         self.srv = server
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        # aiosmtpd's new-style hook: it leaves host_name to us and sends what we return
+        session.host_name = hostname
+        if self.srv.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+        # what the client sent behind MAIL before hearing its reply (aiosmtpd's StreamReader)
+        with self.srv.lock:
+            self.srv.after_mail.append(bytes(getattr(server._reader, "_buffer", b"")))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
         f = self.srv.faults
         with self.srv.lock:
@@ -179,11 +203,16 @@ class _Handler:
 class SMTPServer:
     """aiosmtpd Controller on 127.0.0.1 with a free port; see the module docstring."""
 
+    PIPELINING = False  # what `pipelining=None` means; tests may patch it
+
     def __init__(self, *, faults: Faults | None = None, tls: bool = False,
-                 auth: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+                 auth: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 pipelining: bool | None = None) -> None:
         self.host, self.port = host, free_port(host)
+        self.pipelining = self.PIPELINING if pipelining is None else pipelining
         self.faults = faults or Faults()
         self.messages: list[Received] = []
+        self.after_mail: list[bytes] = []
         self.attempts = 0
         self.lock = threading.RLock()
         self.arrived = threading.Condition(self.lock)

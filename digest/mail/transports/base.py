@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from digest.mail.refusals import Refusal
@@ -48,13 +49,24 @@ class Transport:
     of control), so the caller can journal results before the whole batch is done.
 
     `refusal` is set once the relay refused the session (refusals.py): every later message
-    fails at once with `Outcome.session`, and the caller should stop its run."""
+    fails at once with `Outcome.session`, and the caller should stop its run.
+
+    `submit(envelopes) -> Future` is the same send started in the background, where the
+    transport can (SmtpTransport: its event loop's thread, which then calls `on_outcome`);
+    here it sends before it returns a Future that is already done, raising what `send`
+    raises. Read `refusal` once the Future is done."""
 
     refusal: Refusal | None = None
 
     def send(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
              ) -> list[Outcome]:
         raise NotImplementedError
+
+    def submit(self, envelopes: Sequence[Envelope], on_outcome: OnOutcome | None = None
+               ) -> Future[list[Outcome]]:
+        done: Future[list[Outcome]] = Future()
+        done.set_result(self.send(envelopes, on_outcome))
+        return done
 
     def close(self) -> None:
         pass
