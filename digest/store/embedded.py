@@ -30,7 +30,7 @@ from digest.store.subscribers import DEFAULT_SUBSCRIBER_SHARDS, SubscriberTable
 # keep a one-story write near 2 ms (bench/bench_store.py). The count used is kept in meta.
 DEFAULT_SHARDS = 32
 LOCK_TIMEOUT = 120.0  # seconds; a stuck holder then gets a StoreError instead of a hang
-# Stories per index shard, each with the shard file's (inode, mtime_ns, size) when counted:
+# Stories per index shard, each with the shard file's (mtime_ns, size) when counted:
 # `story_count` (every `digest check`) trusts a count only while its shard's stat matches, so
 # a stale or missing cache costs a parse of that shard, never a wrong count.
 COUNTS_FILE = "index-counts.json"
@@ -256,7 +256,7 @@ class Store:
         for n in shards:
             s = self._shards[n]
             if s._sig is not None and s._data is not None:
-                counts[f"{n:02x}.json"] = [*s._sig, len(s._data.get("stories", {}))]
+                counts[f"{n:02x}.json"] = [*s._sig[1:], len(s._data.get("stories", {}))]
         try:
             tmp = self.tmpdir / COUNTS_FILE
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
@@ -276,8 +276,9 @@ class Store:
         if not isinstance(raw, dict):
             return {}
         stats = self._shard_stats() if stats is None else stats
-        return {name: v for name, v in raw.items()
-                if isinstance(v, list) and len(v) == 4 and tuple(v[:3]) == stats.get(name)}
+        # (mtime_ns, size), not the inode: a copy or a restore (copy2 keeps mtimes) keeps them
+        return {name: v for name, v in raw.items() if isinstance(v, list) and len(v) == 3
+                and name in stats and tuple(v[:2]) == stats[name][1:]}
 
     def _rollback(self) -> None:
         self._pending_bodies.clear()
@@ -620,7 +621,7 @@ class Store:
             for n in range(self.shard_count):
                 name = f"{n:02x}.json"
                 if name in counts:
-                    total += counts[name][3]
+                    total += counts[name][2]
                 elif name in stats:  # no file: no stories in that shard
                     total += len(self._shard(n).read().get("stories", {}))
             return total
