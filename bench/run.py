@@ -28,18 +28,18 @@ import gen  # noqa: E402
 import postfix  # noqa: E402
 
 OUT = HERE / "out"
-TARGETS = {  # figure: (comparison, bound, unit) from issue 7
+TARGETS = {  # figure: (comparison, bound, unit); issue 7's, then issue 18's where it moved them
     "ingest_files_per_s": (">=", 500, "files/s"),
     "ingest_one_ms": ("<=", 100, "ms"),
-    "publish_full_s": ("<=", 1.0, "s"),
     "republish_s": ("<=", 0.3, "s"),
     "republish_written": ("<=", 0, "files"),
-    "publish_one_vs_full": ("<=", 0.10, "×"),
-    "publish_full_vs_floor_check": ("<=", 1.5, "×"),  # issue 18
+    # issue 18: the full publish against the write floor (the same bytes by a bare loop) plus
+    # `digest check`, both measured right after it
+    "publish_full_vs_floor_check": ("<=", 1.5, "×"),
     "send_msgs_per_s": (">=", 1000, "msg/s"),
-    "send_vs_smtp_source": (">=", 0.20, "×"),
+    "send_vs_smtp_source": (">=", 0.60, "×"),  # issue 18 (issue 7: 0.20)
     "send_vs_naive": (">=", 8.0, "×"),
-    "peak_rss_mb": ("<=", 500, "MB"),
+    "peak_rss_mb": ("<=", 1000, "MB"),  # issue 18: 100k stories within 1 GB
     # issue 18: whole commands (`python -m digest ...`, interpreter start included) against
     # `digest check` on the same store, in the same run
     "cmd_ingest_files_per_s": (">=", 1000, "files/s"),
@@ -47,6 +47,10 @@ TARGETS = {  # figure: (comparison, bound, unit) from issue 7
     "cmd_republish_vs_check": ("<=", 1.5, "×"),
     "cmd_publish_one_vs_check": ("<=", 2.0, "×"),
 }
+# Steps that are baselines, not digest: left out of the peak over all steps.
+BASELINE_STEPS = frozenset({"write_floor", "naive_feeds", "naive_send", "smtp_source"})
+# issue 18: peak RSS of one step's process (MB)
+RSS_TARGETS = {"send_digests": 300}
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -525,7 +529,9 @@ def verdict(name: str, s: dict | None) -> str:
 def report(b: Bench, meta: dict) -> dict:
     stats = {k: summarize(v) for k, v in b.figures.items()}
     rss = {k: max(v) for k, v in b.rss.items()}
-    peak = max(rss.values()) if rss else None
+    # digest's own steps: the baselines (write floor, naive, smtp-source) are not digest
+    ours = [v for k, v in rss.items() if k not in BASELINE_STEPS]
+    peak = max(ours) if ours else None
     stats["peak_rss_mb"] = {"median": peak, "min": peak, "max": peak, "n": 1} if peak else None
     lines = [f"digest bench — {meta['stories']} stories, {meta['subscribers']} subscribers, "
              f"{meta['runs']} runs, {meta['machine']}, load {meta['loadavg_start'][0]:.1f}→"
@@ -539,8 +545,10 @@ def report(b: Bench, meta: dict) -> dict:
                      f"{fmt(s and s['max']):>10}  {verdict(name, s)}")
     lines.append("peak memory (max RSS of each step's process, MB):")
     for k, v in rss.items():
-        lines.append(f"  {k:50} {v:10.0f}")
-    lines.append(f"{'  peak over all steps':52} {fmt(peak):>10}{'':22}{verdict('peak_rss_mb', stats['peak_rss_mb'])}")
+        bound = RSS_TARGETS.get(k)
+        mark = "" if bound is None else f"{'':22}{'ok  ' if v <= bound else 'MISS'} <= {bound} MB"
+        lines.append(f"  {k:50} {v:10.0f}{mark}")
+    lines.append(f"{'  peak over digest steps (not the baselines)':52} {fmt(peak):>10}{'':22}{verdict('peak_rss_mb', stats['peak_rss_mb'])}")
     for k, e in b.errors.items():
         lines.append(f"ERROR {k}: {e}")
     for n in b.notes:

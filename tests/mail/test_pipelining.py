@@ -236,3 +236,22 @@ def test_kill_trials_pipelined_lose_nothing(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(SMTPServer, "PIPELINING", True)
     f = _send_series(tmp_path, 20, seed=33)
     assert f.lost == 0 and f.killed > 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "default"])
+def test_the_pool_delivers_alike_on_either_event_loop(loop: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvloop where installed, asyncio's own loop on Windows or with DIGEST_EVENT_LOOP=asyncio:
+    # both run the same pipelined groups, refusals included
+    monkeypatch.setenv("DIGEST_EVENT_LOOP", loop)
+    envs = [_env(f"r{i}@example.com", body=b) for i, b in enumerate(ODD_BODIES)]
+    envs.append(_env("gone@example.com"))
+    faults = Faults(reject={"gone@example.com"})
+    with SMTPServer(pipelining=True, faults=faults) as srv:
+        with SmtpTransport(_cfg(srv), backoff=0.01) as t:
+            out = t.send(envs)
+            kind = type(t._running_loop()).__module__.split(".")[0]
+        assert [o.state for o in out] == ["sent"] * len(ODD_BODIES) + ["bounced"]
+        assert sorted(m.rcpt_tos[0] for m in srv.messages) == [e.recipient for e in envs[:-1]]
+        assert list(srv.after_mail)[:len(ODD_BODIES)] == [_group(e.recipient) for e in envs[:-1]]
+    assert kind == ("asyncio" if loop == "asyncio" else "uvloop")
