@@ -4,7 +4,7 @@ form. See digest/store/journal.py for the design."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -210,16 +210,8 @@ class JournalState:
 
     def dump(self, covers: dict) -> dict:
         """The checkpoint: `covers` says up to where in the log it holds every record."""
-        table: dict[tuple, int] = {}
         lists: list[list] = []
-
-        def ref(ids: list) -> int:
-            key = tuple(ids)
-            n = table.get(key)
-            if n is None:
-                n = table[key] = len(lists)
-                lists.append(ids)
-            return n
+        ref = _list_refs(lists)
 
         latest = []
         for r in self.records():
@@ -237,16 +229,8 @@ class JournalState:
         last), built record by record into one buffer: at 100,000 subscribers `dump` made a
         copy of every record plus the whole text at once (~90 MB for a moment, at every
         checkpoint of a send)."""
-        table: dict[tuple, int] = {}
         lists: list[list] = []
-
-        def ref(ids: list) -> int:
-            key = tuple(ids)
-            n = table.get(key)
-            if n is None:
-                n = table[key] = len(lists)
-                lists.append(ids)
-            return n
+        ref = _list_refs(lists)
 
         out = bytearray(b'{"format":')
         out += codec.dumps(FORMAT) + b',"covers":' + codec.dumps(covers)
@@ -293,3 +277,19 @@ class JournalState:
                                 for x in (strs.setdefault(at, at), lists[n]))
                    for email, by_at in (data.get("sent") or {}).items()}
         return st
+
+
+def _list_refs(lists: list[list]) -> Callable[[list], int]:
+    """`ref(ids)`: the index of `ids` in `lists`, appending it the first time: a checkpoint
+    writes each distinct story list once and records point at it."""
+    table: dict[tuple, int] = {}
+
+    def ref(ids: list) -> int:
+        key = tuple(ids)
+        n = table.get(key)
+        if n is None:
+            n = table[key] = len(lists)
+            lists.append(ids)
+        return n
+
+    return ref

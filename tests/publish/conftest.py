@@ -18,3 +18,19 @@ def cfg(tmp_path: Path) -> Config:
     from tests.support.publish import make_config
 
     return make_config(tmp_path)
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """A config whose feeds hold 5 items (安全 aliased to security) and a store of 40 varied
+    stories (`corpus`): the incremental publish tests' site."""
+    from dataclasses import replace
+
+    from digest.store import Store
+    from tests.support.publish import corpus, make_config
+
+    cfg = make_config(tmp_path, **{"安全": "security"})
+    cfg = replace(cfg, feeds=replace(cfg.feeds, items=5))
+    st = Store(cfg.store.path)
+    st.upsert_stories(corpus(40))
+    return cfg, st

@@ -8,7 +8,7 @@ import json
 
 from digest.publish import tree as output
 from digest.publish.tree import MANIFEST, SHARDS, manifest_entries, shard_of
-from tests.publish.test_publish_incremental import check, site  # noqa: F401 - the fixture
+from tests.publish.test_publish_incremental import check
 from tests.support.publish import NOW, mtimes, story
 
 

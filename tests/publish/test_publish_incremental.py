@@ -22,18 +22,7 @@ from digest.publish import workers as pageworkers
 from digest.publish.plan import Plan, build_files
 from digest.publish.tree import LOCK, MANIFEST, SHARDS, STAGING, STATE
 from digest.store import Store
-from tests.support.publish import NOW, make_config, mtimes, story
-
-TAGS = ("policy", "chips", "安全", "Agent", "open source")
-
-
-def corpus(n: int) -> list:
-    """n small stories with varied languages, tags and scores (feeds hold 5 items)."""
-    langs = (("en", "zh-Hans"), ("en",), ("zh-Hans",), ("zh-Hant",))
-    return [story(f"s{i:03d}", langs=langs[i % 4], hours_ago=1 + 3 * i,
-                  scores={"hot": 40 + (17 * i) % 60, "quality": 50 + (7 * i) % 40, "impact": 60},
-                  tags=tuple(TAGS[j] for j in range(len(TAGS)) if (i >> j) & 1) or ("policy",))
-            for i in range(n)]
+from tests.support.publish import NOW, corpus, mtimes, story
 
 
 def tree(out) -> dict[str, bytes]:
@@ -48,13 +37,6 @@ def expected(cfg, st: Store, now) -> dict[str, bytes]:
     return build_files(cfg, stories, now)[0]
 
 
-@pytest.fixture
-def site(tmp_path):
-    cfg = make_config(tmp_path, **{"安全": "security"})
-    cfg = replace(cfg, feeds=replace(cfg.feeds, items=5))
-    st = Store(cfg.store.path)
-    st.upsert_stories(corpus(40))
-    return cfg, st
 
 
 def check(cfg, st, now) -> publishing.PublishReport:

@@ -18,27 +18,13 @@ from digest.pipeline import publishing
 from digest.pipeline.publishing import publish
 from digest.publish.tree import STATE, manifest_entries
 from digest.store import Store
-from tests.support.publish import NOW, make_config, story
+from tests.support.publish import NOW, TAGS, corpus, story
 
-TAGS = ("policy", "chips", "安全", "Agent", "open source")
 COLUMNS = ("ids", "shard", "hash", "pub", "upd", "kind", "lg")
 
 
-def corpus(n: int) -> list:
-    langs = (("en", "zh-Hans"), ("en",), ("zh-Hans",), ("zh-Hant",))
-    return [story(f"s{i:03d}", langs=langs[i % 4], hours_ago=1 + 3 * i,
-                  scores={"hot": 40 + (17 * i) % 60, "quality": 50 + (7 * i) % 40, "impact": 60},
-                  tags=tuple(TAGS[j] for j in range(len(TAGS)) if (i >> j) & 1) or ("policy",))
-            for i in range(n)]
 
 
-@pytest.fixture
-def site(tmp_path):
-    cfg = make_config(tmp_path, **{"安全": "security"})
-    cfg = replace(cfg, feeds=replace(cfg.feeds, items=5))
-    st = Store(cfg.store.path)
-    st.upsert_stories(corpus(40))
-    return cfg, st
 
 
 @pytest.fixture

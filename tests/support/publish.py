@@ -74,3 +74,16 @@ def mtimes(root: Path) -> dict[str, int]:
 
 __all__ = ["HOSTILE", "NOW", "make_config", "mtimes", "replace", "seed_stories", "story",
            "store_with", "jsonfeed_validator"]
+
+
+# Tag spellings for `corpus`: an alias (安全 → security), mixed case, a space.
+TAGS = ("policy", "chips", "安全", "Agent", "open source")
+
+
+def corpus(n: int) -> list[Story]:
+    """n small stories with varied languages, tags and scores (feeds hold 5 items)."""
+    langs = (("en", "zh-Hans"), ("en",), ("zh-Hans",), ("zh-Hant",))
+    return [story(f"s{i:03d}", langs=langs[i % 4], hours_ago=1 + 3 * i,
+                  scores={"hot": 40 + (17 * i) % 60, "quality": 50 + (7 * i) % 40, "impact": 60},
+                  tags=tuple(TAGS[j] for j in range(len(TAGS)) if (i >> j) & 1) or ("policy",))
+            for i in range(n)]
